@@ -1,0 +1,106 @@
+"""Tables in and out: CSV or Parquet chosen by the file extension, outputs written atomically."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from features.errors import DataError
+
+FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def table_format(path: str | os.PathLike) -> str:
+    """'csv' or 'parquet' from the extension; anything else is a DataError."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise DataError(f"{path}: unsupported file type {suffix or '(none)'!r}; use .csv or .parquet")
+    return FORMATS[suffix]
+
+
+def read_table(path: str | os.PathLike, **csv_kwargs) -> pd.DataFrame:
+    """Read a CSV or Parquet file; a missing or empty file is a DataError naming it."""
+    kind = table_format(path)
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{path}: file not found")
+    if p.stat().st_size == 0:
+        raise DataError(f"{path}: file is empty")
+    try:
+        if kind == "csv":
+            return pd.read_csv(p, **csv_kwargs)
+        return pd.read_parquet(p)
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: cannot read {kind}: {exc}") from exc
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike, index: bool = False) -> Path:
+    """Write to a temporary file beside `path`, then rename: readers never see half a file."""
+    kind = table_format(path)
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        if kind == "csv":
+            df.to_csv(tmp, index=index)
+        else:
+            df.to_parquet(tmp, index=index)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+class AtomicTableWriter:
+    """Append chunks to one output table, published by rename only when `close()` succeeds.
+
+    Used by batch scoring so that millions of rows never sit in memory at once.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.kind = table_format(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self._writer = None
+        self._wrote_header = False
+
+    def write(self, chunk: pd.DataFrame) -> None:
+        if self.kind == "csv":
+            chunk.to_csv(self._tmp, mode="a", header=not self._wrote_header, index=False)
+            self._wrote_header = True
+            return
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(chunk, preserve_index=False)
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._tmp, table.schema)
+        self._writer.write_table(table.cast(self._writer.schema))
+
+    def close(self) -> Path:
+        if self._writer is not None:
+            self._writer.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        Path(self._tmp).unlink(missing_ok=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+        return False

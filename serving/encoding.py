@@ -1,0 +1,120 @@
+"""Feature encoder: a table or a list of request records → one 2-D float64 array in model order.
+
+The single implementation of "how a customer becomes a row of numbers", shared by training (which
+fits it and trains the boosters on its output), batch scoring and the online service. Categorical
+columns become integer codes into a category list kept with the model; an unseen value or a missing
+one becomes NaN, which LightGBM routes like a missing category.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from features.errors import DataError
+
+
+def _is_categorical(series: pd.Series) -> bool:
+    return not (pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series))
+
+
+class FeatureEncoder:
+    """Learns the feature order and category levels of a training table; encodes rows identically later.
+
+    sklearn-style: `__init__` stores arguments, `fit` sets `features_` and `categories_`.
+    """
+
+    def __init__(self, features: Sequence[str] | None = None):
+        self.features = features
+
+    def fit(self, frame: pd.DataFrame) -> "FeatureEncoder":
+        names = list(self.features) if self.features is not None else list(frame.columns)
+        missing = [n for n in names if n not in frame.columns]
+        if missing:
+            raise DataError(f"feature column(s) not found: {', '.join(missing)}")
+        self.features_ = names
+        self.categories_: dict[str, list[str]] = {}
+        for name in names:
+            col = frame[name]
+            if isinstance(col.dtype, pd.CategoricalDtype):
+                levels = [str(v) for v in col.cat.categories]
+            elif _is_categorical(col):
+                levels = sorted({str(v) for v in col.dropna().unique()})
+            else:
+                continue
+            self.categories_[name] = levels
+        self._build_lookup()
+        return self
+
+    def _build_lookup(self) -> None:
+        self._index = {name: i for i, name in enumerate(self.features_)}
+        self._codes = {name: {level: float(code) for code, level in enumerate(levels)}
+                       for name, levels in self.categories_.items()}
+
+    @property
+    def categorical_indices(self) -> list[int]:
+        return [self._index[name] for name in self.categories_]
+
+    @property
+    def categorical_features(self) -> list[str]:
+        return list(self.categories_)
+
+    def transform(self, frame: pd.DataFrame) -> np.ndarray:
+        """Encode a table (columns by name, extra columns ignored) into float64 (n, n_features)."""
+        missing = [n for n in self.features_ if n not in frame.columns]
+        if missing:
+            raise DataError(f"missing feature column(s): {', '.join(missing)}")
+        out = np.empty((len(frame), len(self.features_)), dtype=np.float64)
+        for j, name in enumerate(self.features_):
+            col = frame[name]
+            if name in self.categories_:
+                values = col.astype("string").astype(object) if not isinstance(col.dtype, pd.CategoricalDtype) \
+                    else col.astype(object)
+                codes = pd.Categorical(values.where(values.notna(), None), categories=self.categories_[name]).codes
+                out[:, j] = np.where(codes < 0, np.nan, codes)
+            else:
+                try:
+                    out[:, j] = pd.to_numeric(col, errors="raise").astype("float64").to_numpy(na_value=np.nan)
+                except (TypeError, ValueError):
+                    raise DataError(f"column {name!r} must be numeric") from None
+        return out
+
+    def transform_records(self, records: Iterable[Mapping[str, object]], where: str = "features") -> np.ndarray:
+        """Encode request records (dicts of feature → value) without building a DataFrame.
+
+        Missing keys and wrong types raise DataError naming `where[i].feature`; None means missing.
+        """
+        rows = list(records)
+        out = np.empty((len(rows), len(self.features_)), dtype=np.float64)
+        codes = self._codes
+        for i, rec in enumerate(rows):
+            row = out[i]
+            for j, name in enumerate(self.features_):
+                try:
+                    value = rec[name]
+                except KeyError:
+                    raise DataError(f"{where}[{i}].{name}: missing feature") from None
+                if value is None:
+                    row[j] = np.nan
+                elif name in codes:
+                    if isinstance(value, (dict, list)):
+                        raise DataError(f"{where}[{i}].{name}: expected a category value, got {type(value).__name__}")
+                    row[j] = codes[name].get(str(value), np.nan)
+                elif isinstance(value, bool) or isinstance(value, (int, float)):
+                    row[j] = float(value)
+                else:
+                    raise DataError(f"{where}[{i}].{name}: expected a number, got {type(value).__name__}")
+        return out
+
+    def to_dict(self) -> dict:
+        return {"features": list(self.features_), "categories": {k: list(v) for k, v in self.categories_.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping) -> "FeatureEncoder":
+        enc = cls(features=list(data["features"]))
+        enc.features_ = list(data["features"])
+        enc.categories_ = {k: list(v) for k, v in data["categories"].items()}
+        enc._build_lookup()
+        return enc

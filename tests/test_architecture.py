@@ -1,0 +1,32 @@
+"""Dependencies point one way: features → training → serving runtime (serving never imports training)."""
+
+import subprocess
+import sys
+
+import pytest
+
+MODULES = {
+    "features": ["features", "features.io", "features.contracts", "features.build", "features.segment",
+                 "features.loaders", "features.simulate"],
+    "serving": ["serving.encoding", "serving.churn_runtime", "serving.uplift_runtime", "serving.decision",
+                "serving.catalog", "serving.batch_score", "serving.batch_recommend"],
+}
+FORBIDDEN = {"features": ["mlflow", "bentoml", "training", "serving", "optuna"], "serving": ["training", "optuna"]}
+
+
+def _imported_after(module: str) -> set[str]:
+    code = (f"import importlib, sys, json\n"
+            f"try:\n    importlib.import_module({module!r})\nexcept ModuleNotFoundError as e:\n"
+            f"    print('MISSING'); sys.exit(0)\n"
+            f"print(json.dumps(sorted(m.split('.')[0] for m in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    if out == "MISSING":
+        pytest.skip(f"{module} not present")
+    import json
+    return set(json.loads(out))
+
+
+@pytest.mark.parametrize("package,module", [(p, m) for p, mods in MODULES.items() for m in mods])
+def test_package_never_imports_a_later_stage(package, module):
+    loaded = _imported_after(module)
+    assert not loaded & set(FORBIDDEN[package]), f"{module} pulls in {sorted(loaded & set(FORBIDDEN[package]))}"

@@ -1,0 +1,28 @@
+"""MLflow plumbing: where runs go and what makes them reproducible."""
+
+import pandas as pd
+
+from training.tracking import DEFAULT_TRACKING_URI, TrackingSettings, frame_hash, reproducibility_tags
+
+
+def test_tracking_uri_defaults_to_sqlite_file_in_working_directory():
+    assert TrackingSettings.from_env(environ={}).tracking_uri == DEFAULT_TRACKING_URI == "sqlite:///mlflow.db"
+
+
+def test_tracking_uri_comes_from_mlflow_tracking_uri_variable():
+    settings = TrackingSettings.from_env("exp", environ={"MLFLOW_TRACKING_URI": "postgresql://h/db"})
+    assert (settings.tracking_uri, settings.experiment) == ("postgresql://h/db", "exp")
+
+
+def test_frame_hash_changes_with_any_value_and_not_otherwise():
+    a = pd.DataFrame({"customer_id": ["1", "2"], "amount": [1.0, 2.0]})
+    b = a.copy()
+    b.loc[1, "amount"] = 2.5
+    assert frame_hash(a) == frame_hash(a.copy())
+    assert frame_hash(a) != frame_hash(b)
+    assert frame_hash(a) != frame_hash(a.rename(columns={"amount": "value"}))
+
+
+def test_reproducibility_tags_name_commit_and_library_versions():
+    tags = reproducibility_tags()
+    assert {"git_commit", "python_version", "version.lightgbm", "version.mlflow"} <= set(tags)

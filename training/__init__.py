@@ -1,0 +1,1 @@
+"""Labels, Optuna tuning, evaluation and MLflow tracking; builds the runtime models that `serving` runs."""

@@ -1,0 +1,92 @@
+"""MLflow plumbing shared by every training command: tracking URI, reproducibility, registry aliases."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import pandas as pd
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+TRACKED_PACKAGES = ("winback", "lightgbm", "optuna", "mlflow", "pandas", "numpy", "scikit-learn", "scikit-uplift")
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Where runs go. Built once by the CLI from the environment and passed down."""
+
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    experiment: str = "winback"
+
+    @classmethod
+    def from_env(cls, experiment: str = "winback", environ: dict | None = None) -> "TrackingSettings":
+        env = os.environ if environ is None else environ
+        return cls(tracking_uri=env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI, experiment=experiment)
+
+    def activate(self) -> None:
+        import mlflow
+
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_experiment(self.experiment)
+
+
+def frame_hash(*frames: pd.DataFrame | None) -> str:
+    """A stable content hash of input tables (values, columns and order), logged with every run."""
+    digest = hashlib.sha256()
+    for frame in frames:
+        if frame is None:
+            continue
+        digest.update(",".join(map(str, frame.columns)).encode())
+        digest.update(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def git_commit(path: str | Path | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path or Path(__file__).parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def reproducibility_tags() -> dict[str, str]:
+    """Git commit, Python and package versions: what it takes to rerun a run."""
+    tags = {"git_commit": git_commit(), "python_version": platform.python_version()}
+    for pkg in TRACKED_PACKAGES:
+        try:
+            tags[f"version.{pkg}"] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return tags
+
+
+def register_and_promote(model_uri: str, name: str, candidate_score: float,
+                         champion_score: Callable[[str], float], metric: str) -> dict:
+    """Register `model_uri` as a new version of `name`; alias it `champion` when it scores at least
+    the current champion (scored by `champion_score(champion_model_uri)` on this run's validation
+    data), otherwise `challenger`. Returns {"name", "version", "alias", "champion_score"}.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    try:
+        current = client.get_model_version_by_alias(name, "champion")
+    except MlflowException:
+        current = None
+    version = mlflow.register_model(model_uri, name).version
+    previous = None
+    if current is not None:
+        previous = float(champion_score(f"models:/{name}/{current.version}"))
+    alias = "champion" if previous is None or candidate_score >= previous else "challenger"
+    client.set_registered_model_alias(name, alias, version)
+    client.set_model_version_tag(name, version, metric, f"{candidate_score:.6f}")
+    return {"name": name, "version": str(version), "alias": alias, "champion_score": previous}

@@ -1,0 +1,1 @@
+"""winback command-line interface: a thin layer over `features`, `training` and `serving`."""

@@ -1,0 +1,59 @@
+"""What every CLI command shares: one-line errors with exit code 2, date parsing, progress bars."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from datetime import date
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from features.errors import DataError
+
+err_console = Console(stderr=True)
+console = Console()
+
+
+def fail(message: str) -> None:
+    """Print one clear line on stderr and exit with code 2 (bad input)."""
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code=2)
+
+
+def handle_errors(func):
+    """Turn contract errors into one line + exit 2; never a traceback for bad input."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except DataError as exc:
+            fail(str(exc))
+        except FileNotFoundError as exc:
+            fail(f"file not found: {exc.filename or exc}")
+
+    return wrapper
+
+
+def parse_date(value: str, option: str) -> pd.Timestamp:
+    """A YYYY-MM-DD option value as a Timestamp; DataError naming the option otherwise."""
+    try:
+        return pd.Timestamp(date.fromisoformat(value))
+    except (TypeError, ValueError):
+        raise DataError(f"{option}: {value!r} is not a date in YYYY-MM-DD form") from None
+
+
+def progress() -> Progress:
+    """A rich progress bar on stderr (quiet when stderr is not a terminal)."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    )
