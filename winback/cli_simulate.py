@@ -1,0 +1,50 @@
+"""`winback simulate`: write the synthetic data platform (purchases, profiles, campaign, truth)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from winback.cli_common import console, handle_errors
+
+
+@handle_errors
+def simulate_command(
+    customers: int = typer.Option(5000, "--customers", help="Number of customers to simulate."),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes the same files."),
+    output_dir: Path = typer.Option(..., "--output-dir", help="Directory for the five output files."),
+) -> None:
+    """Simulate two years of purchases and a randomised win-back campaign, with the true effects."""
+    from features.errors import DataError
+    from features.simulate import simulate, write_simulation
+
+    if customers <= 0:
+        raise DataError(f"--customers: must be a positive number, got {customers}")
+    sim = simulate(customers=customers, seed=seed)
+    paths = write_simulation(sim, output_dir)
+    console.print(
+        f"wrote {', '.join(paths)} to {output_dir}: {len(sim.transactions):,} transactions of "
+        f"{len(sim.customers):,} customers, {sim.history_start.date()} to {sim.history_end.date()} (seed {seed})",
+        highlight=False,
+    )
+    console.print(
+        f"true 180-day churn rate {sim.truth['churn_probability'].mean():.1%}; "
+        f"campaign on {sim.campaign_date.date()}:",
+        highlight=False,
+    )
+    arms = sim.campaign.groupby("incentive", sort=False).agg(
+        customers=("converted", "size"), conversion=("converted", "mean"), revenue=("revenue", "mean")
+    )
+    arms = arms.reindex([sim.catalog["control"]] + [item["name"] for item in sim.catalog["incentives"]], fill_value=0)
+    for arm, row in arms.iterrows():
+        console.print(
+            f"  {arm:<16} {int(row['customers']):>9,} customers  {row['conversion']:6.1%} converted  "
+            f"{row['revenue']:7.2f} revenue per customer",
+            highlight=False,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `simulate` command to the top-level app."""
+    app.command("simulate")(simulate_command)
