@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# End-to-end demo on simulated data: simulate → features → segments (→ train → register → package).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WB=".venv/bin/winback"
+OUT="${DEMO_DIR:-demo}"
+export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}"
+
+echo "== simulate 5,000 customers"
+$WB simulate --customers 5000 --seed 7 --output-dir "$OUT/data"
+
+echo "== point-in-time features as of the end of the history, with lifecycle and value segments"
+$WB features build --transactions "$OUT/data/transactions.parquet" --profiles "$OUT/data/customers.parquet" \
+    --as-of 2025-12-31 --output "$OUT/features.parquet"
+$WB segment summary --features "$OUT/features.parquet"

@@ -1,0 +1,27 @@
+"""`winback` command: parses arguments and calls library functions, nothing more."""
+
+from __future__ import annotations
+
+import typer
+
+from winback import cli_data, cli_simulate
+
+app = typer.Typer(help="winback: churn, lifecycle segments and which incentive to send.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+features_app = typer.Typer(help="Point-in-time customer features.", no_args_is_help=True)
+segment_app = typer.Typer(help="Lifecycle and value segments.", no_args_is_help=True)
+train_app = typer.Typer(help="Train, track in MLflow and register models.", no_args_is_help=True)
+app.add_typer(features_app, name="features")
+app.add_typer(segment_app, name="segment")
+app.add_typer(train_app, name="train")
+
+cli_simulate.register(app)
+cli_data.register(app, features_app, segment_app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""`winback features build` and `winback segment summary`: parse options, call `features`, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd  # already loaded by cli_common
+import typer
+
+from winback.cli_common import console, handle_errors, parse_date
+
+
+def _read(path: Path, id_col: str):
+    """A CSV or Parquet table; CSV ids are read as text so that '007' stays '007'."""
+    from features.io import read_table, table_format
+
+    if table_format(path) == "csv":
+        return read_table(path, dtype={id_col: "str"})
+    return read_table(path)
+
+
+def build_command(
+    transactions: Path = typer.Option(..., "--transactions", help="Purchases: .csv or .parquet, one row per purchase."),
+    as_of: str = typer.Option(..., "--as-of", help="Cutoff date YYYY-MM-DD (inclusive); later purchases are ignored."),
+    output: Path = typer.Option(..., "--output", help="Where to write features: .csv or .parquet."),
+    profiles: Path | None = typer.Option(None, "--profiles", help="Customer attributes to join (.csv or .parquet)."),
+    id_col: str = typer.Option("customer_id", "--id-col", help="Customer id column (transactions and profiles)."),
+    time_col: str = typer.Option("timestamp", "--time-col", help="Purchase time column (ISO 8601 or YYYYMMDD)."),
+    amount_col: str = typer.Option("amount", "--amount-col", help="Purchase amount column."),
+    allow_refunds: bool = typer.Option(False, "--allow-refunds", help="Accept negative amounts as refunds."),
+) -> None:
+    """Build point-in-time features with lifecycle stage and value tier, one row per customer."""
+    from features.build import build_features
+    from features.contracts import normalize_profiles, normalize_transactions
+    from features.io import table_format, write_table
+    from features.segment import segment
+
+    cutoff = parse_date(as_of, "--as-of")
+    table_format(output)
+    raw = _read(transactions, id_col)
+    tx = normalize_transactions(raw, id_col=id_col, time_col=time_col, amount_col=amount_col,
+                                allow_refunds=allow_refunds, as_of=cutoff)
+    attributes = normalize_profiles(_read(profiles, id_col), id_col=id_col) if profiles else None
+    segmented = segment(build_features(tx, cutoff, attributes))
+    write_table(segmented.reset_index(), output)
+    ignored = int((tx["timestamp"] >= cutoff + pd.Timedelta(days=1)).sum())
+    console.print(
+        f"wrote {len(segmented):,} customers × {segmented.shape[1]} columns to {output} "
+        f"(as of {cutoff.date()}, {len(tx):,} transactions, {ignored:,} after as-of ignored)",
+        highlight=False,
+    )
+
+
+def summary_command(
+    features: Path = typer.Option(..., "--features", help="Output of `winback features build` (.csv or .parquet)."),
+) -> None:
+    """Customers, share and spend in the last 365 days per lifecycle stage × value tier."""
+    from rich.table import Table
+
+    from features.errors import DataError
+    from features.io import read_table
+    from features.segment import STAGES, TIERS, segment_summary
+
+    table = read_table(features)
+    for name in ("lifecycle_stage", "value_tier", "spend_365d"):
+        if name not in table.columns:
+            raise DataError(f"{features}: column {name!r} is missing; build it with `winback features build`")
+    for name, allowed in (("lifecycle_stage", STAGES), ("value_tier", TIERS)):
+        unknown = sorted(set(table[name].astype("str").fillna("(missing)")) - set(allowed))
+        if unknown:
+            raise DataError(f"{features}: column {name!r} has unknown value(s) {unknown}; expected {list(allowed)}")
+    summary = segment_summary(table)
+    out = Table(title=f"Segments in {features} ({len(table):,} customers)")
+    for header in ("lifecycle stage", "value tier", "customers", "share", "spend 365d"):
+        out.add_column(header, justify="left" if "stage" in header or "tier" in header else "right")
+    for row in summary.itertuples(index=False):
+        out.add_row(row.lifecycle_stage, row.value_tier, f"{row.customers:,}", f"{row.share:.1%}",
+                    f"{row.spend_365d:,.2f}")
+    console.print(out)
+
+
+def register(app: typer.Typer, features_app: typer.Typer, segment_app: typer.Typer) -> None:
+    """Attach the data commands to the `winback` app and its `features` / `segment` groups."""
+    features_app.command("build")(handle_errors(build_command))
+    segment_app.command("summary")(handle_errors(summary_command))
