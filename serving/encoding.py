@@ -70,16 +70,26 @@ class FeatureEncoder:
         for j, name in enumerate(self.features_):
             col = frame[name]
             if name in self.categories_:
-                values = col.astype("string").astype(object) if not isinstance(col.dtype, pd.CategoricalDtype) \
-                    else col.astype(object)
-                codes = pd.Categorical(values.where(values.notna(), None), categories=self.categories_[name]).codes
-                out[:, j] = np.where(codes < 0, np.nan, codes)
+                out[:, j] = self._category_codes(col, self.categories_[name])
             else:
                 try:
                     out[:, j] = pd.to_numeric(col, errors="raise").astype("float64").to_numpy(na_value=np.nan)
                 except (TypeError, ValueError):
                     raise DataError(f"column {name!r} must be numeric") from None
         return out
+
+    @staticmethod
+    def _category_codes(col: pd.Series, levels: list[str]) -> np.ndarray:
+        """Position of each value in `levels` as float; unseen or missing → NaN."""
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            # Map the (few) categories once, then index by the per-row codes.
+            lookup = pd.Index(levels).get_indexer(col.cat.categories.astype(str)).astype(np.float64)
+            lookup[lookup < 0] = np.nan
+            codes = col.cat.codes.to_numpy()
+            return np.where(codes < 0, np.nan, lookup[codes])
+        text = col.astype("string")
+        positions = pd.Index(levels).get_indexer(text.fillna("\x00missing"))
+        return np.where(positions < 0, np.nan, positions.astype(np.float64))
 
     def transform_records(self, records: Iterable[Mapping[str, object]], where: str = "features") -> np.ndarray:
         """Encode request records (dicts of feature → value) without building a DataFrame.

@@ -9,7 +9,8 @@ MODULES = {
     "features": ["features", "features.io", "features.contracts", "features.build", "features.segment",
                  "features.loaders", "features.simulate"],
     "serving": ["serving.encoding", "serving.churn_runtime", "serving.uplift_runtime", "serving.decision",
-                "serving.catalog", "serving.batch_score", "serving.batch_recommend"],
+                "serving.catalog", "serving.batch_score", "serving.batch_recommend", "serving.online",
+                "serving.schemas", "serving.model_store", "serving.service"],
 }
 FORBIDDEN = {"features": ["mlflow", "bentoml", "training", "serving", "optuna"], "serving": ["training", "optuna"]}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from winback import cli_data, cli_simulate
+from winback import cli_churn, cli_data, cli_simulate
 
 app = typer.Typer(help="winback: churn, lifecycle segments and which incentive to send.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -17,6 +17,7 @@ app.add_typer(train_app, name="train")
 
 cli_simulate.register(app)
 cli_data.register(app, features_app, segment_app)
+cli_churn.register(app, train_app)
 
 
 def main() -> None:

@@ -1,0 +1,94 @@
+"""Batch churn scoring behind `winback score`: chunks of customers → runtime → one atomic output file.
+
+Chunks split customers (never one customer's history), so every chunk's features are exactly the
+features of a single pass; value tiers use thresholds stored at training time, not the chunk's.
+Each chunk goes through `ChurnRuntime.score_array`, the code the online service calls too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from features.errors import DataError
+from features.io import AtomicTableWriter
+from serving.churn_runtime import ChurnRuntime
+
+CHUNK_CUSTOMERS = 50_000
+TRANSACTION_COLUMNS = ["customer_id", "churn_probability", "risk_tier", "lifecycle_stage", "value_tier",
+                       "value_at_risk"]
+TABLE_COLUMNS = ["customer_id", "churn_probability", "risk_tier"]
+
+
+def _write_chunk(writer: AtomicTableWriter, scored: pd.DataFrame, columns: list[str]) -> None:
+    out = scored.reset_index()
+    out["customer_id"] = out["customer_id"].astype(str)
+    writer.write(out[columns])
+
+
+def score_transactions(runtime: ChurnRuntime, transactions: pd.DataFrame, as_of: pd.Timestamp,
+                       output: str | os.PathLike, profiles: pd.DataFrame | None = None,
+                       chunk_customers: int = CHUNK_CUSTOMERS,
+                       on_chunk: Callable[[int], None] | None = None) -> int:
+    """Score every customer with a transaction on or before `as_of`; returns the number of rows written."""
+    from features import build_features
+
+    if not runtime.has_segments:
+        raise DataError("--model: this model was trained on a customer table; score it with --table")
+    seen = transactions[transactions["timestamp"] < pd.Timestamp(as_of).normalize() + pd.Timedelta(days=1)]
+    if seen.empty:
+        raise DataError(f"--as-of {pd.Timestamp(as_of).date()}: no transactions on or before it")
+    codes, _ = pd.factorize(seen["customer_id"], sort=True)
+    rows = 0
+    with AtomicTableWriter(output) as writer:
+        for _, part in seen.groupby(codes // chunk_customers, sort=True):
+            feats = build_features(part, as_of, profiles=profiles)
+            _write_chunk(writer, runtime.score_frame(feats), TRANSACTION_COLUMNS)
+            rows += len(feats)
+            if on_chunk:
+                on_chunk(len(feats))
+    return rows
+
+
+def conform_table(table: pd.DataFrame, runtime: ChurnRuntime) -> pd.DataFrame:
+    """Give a raw customer table the types the model was trained with: numeric features as numbers
+    (blank text → missing), categorical ones as stripped text; names the column that does not fit."""
+    out = {}
+    for name in runtime.feature_names:
+        if name not in table.columns:
+            raise DataError(f"--table: column {name!r} is missing (the model uses {len(runtime.feature_names)} columns)")
+        col = table[name]
+        if name in runtime.encoder.categories_ or pd.api.types.is_numeric_dtype(col):
+            out[name] = col if pd.api.types.is_numeric_dtype(col) else col.astype("string").str.strip().replace("", pd.NA)
+            continue
+        text = col.astype("string").str.strip().replace("", pd.NA)
+        numbers = pd.to_numeric(text, errors="coerce")
+        bad = numbers.isna() & text.notna()
+        if bad.any():
+            raise DataError(f"--table: column {name!r} must be numeric; e.g. {text[bad].iloc[0]!r}")
+        out[name] = numbers.astype("float64")
+    return pd.DataFrame(out, index=table.index)
+
+
+def score_table(runtime: ChurnRuntime, table: pd.DataFrame, output: str | os.PathLike,
+                id_col: str | None = None, chunk_rows: int = CHUNK_CUSTOMERS,
+                on_chunk: Callable[[int], None] | None = None) -> int:
+    """Score a customer table (one row per customer, label column ignored); returns rows written."""
+    if id_col is not None and id_col not in table.columns:
+        raise DataError(f"--id-col: column {id_col!r} not in the table")
+    if id_col is None and "customer_id" in table.columns:
+        id_col = "customer_id"
+    ids = table[id_col].astype(str).to_numpy() if id_col else np.arange(len(table)).astype(str)
+    rows = 0
+    with AtomicTableWriter(output) as writer:
+        for start in range(0, len(table), chunk_rows):
+            part = conform_table(table.iloc[start:start + chunk_rows], runtime)
+            part.index = pd.Index(ids[start:start + chunk_rows], name="customer_id")
+            _write_chunk(writer, runtime.score_frame(part), TABLE_COLUMNS)
+            rows += len(part)
+            if on_chunk:
+                on_chunk(len(part))
+    return rows

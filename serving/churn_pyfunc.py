@@ -1,0 +1,28 @@
+"""MLflow "models from code" definition of the churn model.
+
+MLflow executes this file when it loads the model; `set_model` at the bottom names the model object.
+The model's only state is the runtime directory logged as the artifact `runtime`, read by
+`ChurnRuntime.load` — the same code batch scoring and the online service use. Input: a table of the
+runtime's feature columns; output: churn_probability, risk_tier and (transaction models)
+lifecycle_stage, value_tier, value_at_risk.
+"""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+class ChurnPyfunc(PythonModel):
+    def load_context(self, context):
+        from serving.churn_runtime import ChurnRuntime
+
+        self.runtime = ChurnRuntime.load(context.artifacts["runtime"])
+
+    def predict(self, context, model_input, params=None):
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        return self.runtime.score_frame(frame).reset_index(drop=True)
+
+
+mlflow.models.set_model(ChurnPyfunc())

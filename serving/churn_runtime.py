@@ -1,0 +1,249 @@
+"""The churn runtime model: everything serving needs to turn customer features into decisions.
+
+One object, saved as `booster.txt` + `runtime.json` (no pickle), used by batch scoring, the MLflow
+pyfunc wrapper and the online service alike, so online and batch answers are identical. It holds the
+feature encoder, the LightGBM booster, the probability calibration, risk-tier thresholds, the value
+tier thresholds and segment configuration learned at training time, and the label horizon.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.errors import DataError
+from serving.encoding import FeatureEncoder
+
+FORMAT_VERSION = 1
+BOOSTER_FILE = "booster.txt"
+RUNTIME_FILE = "runtime.json"
+SEGMENT_COLUMNS = ("recency_days", "tenure_days", "overdue_ratio")
+SPEND_COLUMN = "spend_365d"
+MIN_RATE_WINDOW_DAYS = 90
+RATE_WINDOW_DAYS = 365
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def apply_calibration(raw: np.ndarray, calibration: dict) -> np.ndarray:
+    """Map the booster's raw probability to a calibrated one.
+
+    `platt`: sigmoid(a·logit(raw) + b), strictly increasing so ranking (AUC) is unchanged;
+    `isotonic`: piecewise-linear interpolation through the fitted (x, y) points; `none`: raw.
+    """
+    method = calibration.get("method", "none")
+    if method == "platt":
+        return 1.0 / (1.0 + np.exp(-(calibration["a"] * _logit(raw) + calibration["b"])))
+    if method == "isotonic":
+        return np.interp(raw, calibration["x"], calibration["y"])
+    if method == "none":
+        return raw
+    raise DataError(f"unknown calibration method {method!r}")
+
+
+class ChurnRuntime:
+    """Encoder + booster + calibration + thresholds; sklearn-style, `__init__` only stores arguments.
+
+    `risk_thresholds` = {"high": p, "medium": p}: a customer is `high` risk at churn_probability ≥ high,
+    `medium` at ≥ medium, else `low`. `value_tier_thresholds` = (mid_min, high_min) on `spend_365d`,
+    `segment_config` the `features.segment.SegmentConfig` fields; both None for models trained on a
+    customer table without transaction features.
+    """
+
+    def __init__(self, encoder: FeatureEncoder, booster_model: str, calibration: dict,
+                 risk_thresholds: dict, horizon_days: int | None = None,
+                 value_tier_thresholds: tuple[float, float] | None = None,
+                 segment_config: dict | None = None, metadata: dict | None = None):
+        self.encoder = encoder
+        self.booster_model = booster_model
+        self.calibration = calibration
+        self.risk_thresholds = risk_thresholds
+        self.horizon_days = horizon_days
+        self.value_tier_thresholds = value_tier_thresholds
+        self.segment_config = segment_config
+        self.metadata = metadata or {}
+
+    # -- persistence ---------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        target = Path(directory)
+        target.mkdir(parents=True, exist_ok=True)
+        (target / BOOSTER_FILE).write_text(self.booster_model)
+        doc = {
+            "format_version": FORMAT_VERSION,
+            "encoder": self.encoder.to_dict(),
+            "calibration": self.calibration,
+            "risk_thresholds": self.risk_thresholds,
+            "horizon_days": self.horizon_days,
+            "value_tier_thresholds": list(self.value_tier_thresholds) if self.value_tier_thresholds else None,
+            "segment_config": self.segment_config,
+            "metadata": self.metadata,
+        }
+        (target / RUNTIME_FILE).write_text(json.dumps(doc, indent=2, default=str))
+        return target
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "ChurnRuntime":
+        source = Path(directory)
+        if not (source / RUNTIME_FILE).is_file() or not (source / BOOSTER_FILE).is_file():
+            raise DataError(f"{source}: not a churn runtime directory ({RUNTIME_FILE} + {BOOSTER_FILE})")
+        doc = json.loads((source / RUNTIME_FILE).read_text())
+        if doc.get("format_version") != FORMAT_VERSION:
+            raise DataError(f"{source}: runtime format {doc.get('format_version')} is not {FORMAT_VERSION}")
+        tiers = doc.get("value_tier_thresholds")
+        return cls(encoder=FeatureEncoder.from_dict(doc["encoder"]),
+                   booster_model=(source / BOOSTER_FILE).read_text(),
+                   calibration=doc["calibration"], risk_thresholds=doc["risk_thresholds"],
+                   horizon_days=doc.get("horizon_days"),
+                   value_tier_thresholds=tuple(tiers) if tiers else None,
+                   segment_config=doc.get("segment_config"), metadata=doc.get("metadata") or {})
+
+    # -- prediction ------------------------------------------------------------------------------
+    @property
+    def booster(self):
+        if getattr(self, "_booster", None) is None:
+            import lightgbm as lgb
+
+            self._booster = lgb.Booster(model_str=self.booster_model)
+        return self._booster
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.encoder.features_)
+
+    @property
+    def has_segments(self) -> bool:
+        names = set(self.feature_names)
+        return self.segment_config is not None and all(c in names for c in SEGMENT_COLUMNS)
+
+    def _check(self, X) -> np.ndarray:
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != len(self.feature_names):
+            raise DataError(f"expected a 2-D array with {len(self.feature_names)} feature columns, got shape {X.shape}")
+        return X
+
+    def predict_raw(self, X) -> np.ndarray:
+        return self.booster.predict(self._check(X))
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Calibrated churn probability, shape (n,), for an encoded array from `self.encoder`."""
+        return apply_calibration(self.predict_raw(X), self.calibration)
+
+    def risk_tier(self, probability) -> np.ndarray:
+        p = np.asarray(probability, dtype=float)
+        return np.where(p >= self.risk_thresholds["high"], "high",
+                        np.where(p >= self.risk_thresholds["medium"], "medium", "low")).astype(object)
+
+    def contributions(self, X) -> np.ndarray:
+        """Per-feature contributions to the raw log-odds (SHAP values), shape (n, n_features + 1 bias)."""
+        return self.booster.predict(self._check(X), pred_contrib=True)
+
+    def reasons(self, X, top: int = 3) -> list[list[tuple[str, float]]]:
+        """The `top` features pushing each customer's churn risk up most (largest contributions first)."""
+        contrib = self.contributions(X)[:, :-1]
+        order = np.argsort(-contrib, axis=1, kind="stable")[:, :top]
+        names = self.feature_names
+        return [[(names[j], float(row[j])) for j in idx] for row, idx in zip(contrib, order)]
+
+    def _column(self, X: np.ndarray, name: str) -> np.ndarray:
+        return X[:, self.feature_names.index(name)]
+
+    def segments(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """(lifecycle_stage, value_tier) from the encoded feature columns and training-time thresholds."""
+        X = self._check(X)
+        if not self.has_segments:
+            empty = np.full(len(X), None, dtype=object)
+            return empty, empty.copy()
+        from features.segment import SegmentConfig, assign_stage, assign_value_tier
+
+        config = SegmentConfig(**self.segment_config)
+        stage = assign_stage(self._column(X, "recency_days"), self._column(X, "tenure_days"),
+                             self._column(X, "overdue_ratio"), config)
+        if self.value_tier_thresholds is not None and SPEND_COLUMN in self.feature_names:
+            tier = assign_value_tier(self._column(X, SPEND_COLUMN), tuple(self.value_tier_thresholds))
+        else:
+            tier = np.full(len(X), None, dtype=object)
+        return np.asarray(stage, dtype=object), np.asarray(tier, dtype=object)
+
+    def expected_spend(self, X) -> np.ndarray:
+        """Spend a retained customer would make over the horizon: trailing 365-day spend rate × horizon.
+
+        The rate divides `spend_365d` by the customer's observed window, tenure clipped to
+        [90, 365] days, so a customer who joined last week is not extrapolated from one basket.
+        """
+        X = self._check(X)
+        if self.horizon_days is None or SPEND_COLUMN not in self.feature_names or "tenure_days" not in self.feature_names:
+            return np.full(len(X), np.nan)
+        spend = np.nan_to_num(self._column(X, SPEND_COLUMN), nan=0.0)
+        window = np.clip(np.nan_to_num(self._column(X, "tenure_days"), nan=RATE_WINDOW_DAYS),
+                         MIN_RATE_WINDOW_DAYS, RATE_WINDOW_DAYS)
+        return spend / window * self.horizon_days
+
+    def score_array(self, X) -> pd.DataFrame:
+        """churn_probability, risk_tier and, for transaction models, lifecycle_stage, value_tier,
+        value_at_risk (= churn_probability × expected_spend), one row per row of X."""
+        X = self._check(X)
+        p = self.predict_proba(X)
+        out = {"churn_probability": p, "risk_tier": self.risk_tier(p)}
+        if self.has_segments:
+            stage, tier = self.segments(X)
+            out["lifecycle_stage"] = stage
+            out["value_tier"] = tier
+            out["value_at_risk"] = np.round(p * self.expected_spend(X), 2)
+        return pd.DataFrame(out)
+
+    def score_frame(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Batch scoring of a feature table (indexed by customer_id); same index, columns of `score_array`."""
+        scored = self.score_array(self.encoder.transform(features))
+        scored.index = features.index
+        return scored
+
+
+def load_churn_runtime(model_uri: str) -> ChurnRuntime:
+    """The runtime inside an MLflow churn model (`runs:/…`, `models:/name@alias`); DataError if absent."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    except (MlflowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"--model: cannot load {model_uri!r}: {first}") from None
+    runtime_dir = local / "artifacts" / "runtime"
+    if not runtime_dir.is_dir():
+        raise DataError(f"--model: {model_uri!r} is not a winback churn model (no artifacts/runtime)")
+    runtime = ChurnRuntime.load(runtime_dir)
+    runtime.metadata = {**runtime.metadata, "model_uri": model_uri, **_registry_info(model_uri)}
+    return runtime
+
+
+def _registry_info(model_uri: str) -> dict:
+    """model_name / model_version for `models:/name@alias` or `models:/name/version` URIs."""
+    if not model_uri.startswith("models:/"):
+        return {}
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    ref = model_uri[len("models:/"):].rstrip("/")
+    try:
+        if "@" in ref:
+            name, alias = ref.split("@", 1)
+            version = MlflowClient().get_model_version_by_alias(name, alias).version
+        elif "/" in ref:
+            name, version = ref.split("/", 1)
+        else:
+            return {}
+    except MlflowException:
+        return {}
+    return {"model_name": name, "model_version": str(version)}
+
+
+def segment_config_dict(config) -> dict:
+    """SegmentConfig (a dataclass) → plain dict for runtime.json."""
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(vars(config))

@@ -1,0 +1,110 @@
+"""Unit tests of the churn runtime model: calibration, tiers, segments, reasons, persistence."""
+
+import json
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+
+from serving.churn_runtime import ChurnRuntime, apply_calibration
+from serving.encoding import FeatureEncoder
+
+FEATURES = ["recency_days", "frequency", "tenure_days", "overdue_ratio", "spend_365d", "top_channel"]
+
+
+def feature_frame(n: int = 400, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Customers whose churn follows recency; the label is returned separately."""
+    rng = np.random.default_rng(seed)
+    recency = rng.integers(0, 400, n).astype(float)
+    frame = pd.DataFrame({
+        "recency_days": recency,
+        "frequency": rng.integers(1, 10, n).astype(float),
+        "tenure_days": recency + rng.integers(0, 300, n),
+        "overdue_ratio": np.where(rng.random(n) < 0.2, np.nan, rng.random(n) * 5),
+        "spend_365d": rng.gamma(2.0, 50.0, n),
+        "top_channel": rng.choice(["app", "store", "web"], n),
+    }, index=pd.Index([f"c{i}" for i in range(n)], name="customer_id"))
+    y = (rng.random(n) < recency / 400).astype(float)
+    return frame, y
+
+
+def make_runtime(calibration=None, horizon_days: int = 180) -> tuple[ChurnRuntime, pd.DataFrame]:
+    frame, y = feature_frame()
+    encoder = FeatureEncoder(FEATURES).fit(frame)
+    booster = lgb.train({"objective": "binary", "verbosity": -1, "num_leaves": 4, "seed": 0, "num_threads": 1},
+                        lgb.Dataset(encoder.transform(frame), y, categorical_feature=encoder.categorical_indices),
+                        num_boost_round=20)
+    runtime = ChurnRuntime(encoder, booster.model_to_string(), calibration or {"method": "platt", "a": 1.0, "b": 0.0},
+                           {"high": 0.8, "medium": 0.5}, horizon_days=horizon_days,
+                           value_tier_thresholds=(100.0, 500.0), segment_config={},
+                           metadata={"run_id": "r1", "horizon_days": horizon_days})
+    return runtime, frame
+
+
+def test_identity_platt_calibration_returns_the_booster_probability():
+    runtime, frame = make_runtime()
+    X = runtime.encoder.transform(frame)
+    np.testing.assert_allclose(runtime.predict_proba(X), runtime.booster.predict(X), rtol=1e-9, atol=1e-6)
+
+
+def test_platt_calibration_by_hand():
+    # sigmoid(2 · logit(0.75)) = 0.75² / (0.75² + 0.25²) = 0.9
+    assert apply_calibration(np.array([0.5, 0.75]), {"method": "platt", "a": 2.0, "b": 0.0}) == pytest.approx([0.5, 0.9])
+    assert apply_calibration(np.array([0.25]), {"method": "isotonic", "x": [0, 0.5], "y": [0.1, 0.3]}) == \
+        pytest.approx([0.2])
+
+
+def test_risk_tiers_use_inclusive_thresholds():
+    runtime, _ = make_runtime()
+    assert runtime.risk_tier([0.9, 0.8, 0.6, 0.5, 0.1]).tolist() == ["high", "high", "medium", "medium", "low"]
+
+
+def test_segments_follow_segment_rules_and_stored_value_thresholds():
+    runtime, _ = make_runtime()
+    rows = pd.DataFrame({"recency_days": [400.0, 10, 20], "frequency": [3.0, 1, 4], "tenure_days": [500.0, 30, 300],
+                         "overdue_ratio": [2.0, np.nan, 1.0], "spend_365d": [0.0, 200.0, 600.0],
+                         "top_channel": ["app", "web", "store"]})
+    stage, tier = runtime.segments(runtime.encoder.transform(rows))
+    assert stage.tolist() == ["churned", "new", "active"]
+    assert tier.tolist() == ["low", "mid", "high"]
+
+
+def test_expected_spend_is_trailing_rate_times_horizon_with_a_90_day_floor():
+    runtime, _ = make_runtime(horizon_days=180)
+    rows = pd.DataFrame({"recency_days": [1.0, 1.0], "frequency": [2.0, 2.0], "tenure_days": [400.0, 30.0],
+                         "overdue_ratio": [1.0, 1.0], "spend_365d": [365.0, 365.0], "top_channel": ["app", "app"]})
+    expected = runtime.expected_spend(runtime.encoder.transform(rows))
+    assert expected.tolist() == pytest.approx([180.0, 365.0 / 90 * 180])
+
+
+def test_contributions_add_up_to_the_raw_log_odds_and_reasons_rank_them():
+    runtime, frame = make_runtime()
+    X = runtime.encoder.transform(frame.head(5))
+    contrib = runtime.contributions(X)
+    np.testing.assert_allclose(contrib.sum(axis=1), runtime.booster.predict(X, raw_score=True), atol=1e-9)
+    reasons = runtime.reasons(X, top=2)
+    first = contrib[0, :-1]
+    assert [name for name, _ in reasons[0]] == [FEATURES[j] for j in np.argsort(-first)[:2]]
+    assert reasons[0][0][1] == pytest.approx(first.max())
+
+
+def test_saved_runtime_is_json_plus_booster_text_and_predicts_identically(tmp_path):
+    runtime, frame = make_runtime()
+    runtime.save(tmp_path / "rt")
+    assert sorted(p.name for p in (tmp_path / "rt").iterdir()) == ["booster.txt", "runtime.json"]
+    doc = json.loads((tmp_path / "rt" / "runtime.json").read_text())
+    assert doc["encoder"]["categories"]["top_channel"] == ["app", "store", "web"]
+    loaded = ChurnRuntime.load(tmp_path / "rt")
+    X = runtime.encoder.transform(frame)
+    np.testing.assert_array_equal(loaded.predict_proba(X), runtime.predict_proba(X))
+    assert loaded.metadata == {"run_id": "r1", "horizon_days": 180} and loaded.value_tier_thresholds == (100.0, 500.0)
+
+
+def test_score_frame_keeps_the_customer_index_and_value_at_risk_is_probability_times_spend():
+    runtime, frame = make_runtime()
+    scored = runtime.score_frame(frame.head(3))
+    assert list(scored.columns) == ["churn_probability", "risk_tier", "lifecycle_stage", "value_tier", "value_at_risk"]
+    assert list(scored.index) == ["c0", "c1", "c2"]
+    X = runtime.encoder.transform(frame.head(3))
+    np.testing.assert_allclose(scored["value_at_risk"], np.round(scored["churn_probability"] * runtime.expected_spend(X), 2))

@@ -1,0 +1,154 @@
+"""Model tests of `winback train churn` end to end on simulator data, with a real (temporary) MLflow store.
+
+One training run is shared by the module (MLflow and Optuna are not mocked); each test checks one
+promise of the contract: the JSON, the run tree, the self-contained model, the registry aliases,
+batch scores, and exit code 2 for bad arguments.
+"""
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from features.io import read_table
+from features.simulate import simulate
+from serving.churn_runtime import load_churn_runtime
+from training.churn import ChurnTrainConfig, train_churn
+from training.churn_data import prepare_transactions
+from training.tracking import TrackingSettings
+from winback.cli import app
+
+CUTOFF = "2025-12-31"
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("churn")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp}/mlflow.db")
+        sim = simulate(customers=600, seed=7)
+        sim.transactions.to_parquet(tmp / "tx.parquet")
+        sim.customers.to_parquet(tmp / "profiles.parquet")
+        result = runner.invoke(app, ["train", "churn", "--transactions", "tx.parquet", "--profiles", "profiles.parquet",
+                                     "--cutoff", CUTOFF, "--horizon-days", "120", "--snapshots", "2", "--trials", "3",
+                                     "--max-rounds", "80", "--seed", "1", "--register-as", "winback-churn",
+                                     "--json-out", "out/churn.json"])
+        assert result.exit_code == 0, result.output
+        summary = json.loads((tmp / "out" / "churn.json").read_text())
+        yield {"tmp": tmp, "sim": sim, "summary": summary, "output": result.output, "mp": mp}
+
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("churn_training")]
+
+
+def test_json_summary_holds_every_contract_field(trained):
+    s = trained["summary"]
+    assert {"run_id", "model_uri", "registered", "validation", "baselines", "best_params", "n_trials",
+            "n_pruned"} <= set(s)
+    assert set(s["validation"]) == {"auc", "pr_auc", "logloss", "brier", "lift_at_10", "n", "churn_rate"}
+    assert s["registered"] == {"name": "winback-churn", "version": "1", "alias": "champion"}
+    assert s["n_trials"] == 3 and s["model_uri"] == f"runs:/{s['run_id']}/model"
+    assert s["data"]["snapshot_dates"] == ["2025-09-02", "2025-08-03"]  # cutoff − 120, then − 30 more
+    assert s["validation"]["n"] == s["data"]["valid_rows"]
+    assert s["validation"]["auc"] > max(s["baselines"]["recency_auc"], s["baselines"]["frequency_auc"])
+    assert "champion" in trained["output"]
+
+
+def test_run_tree_has_a_parent_with_metrics_artifacts_and_one_nested_run_per_trial(trained):
+    client = MlflowClient()
+    run_id = trained["summary"]["run_id"]
+    parent = client.get_run(run_id)
+    for name in ("validation_auc", "validation_pr_auc", "validation_logloss", "validation_brier",
+                 "validation_lift_at_10", "baseline_recency_auc", "baseline_frequency_auc"):
+        assert name in parent.data.metrics
+    assert parent.data.params["cutoff"] == CUTOFF and len(parent.data.params["data_hash"]) == 16
+    assert parent.data.tags["git_commit"]
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
+    assert len(children) == 3
+    assert all("validation_auc" in c.data.metrics and "num_leaves" in c.data.params for c in children)
+    reports = {f.path for f in client.list_artifacts(run_id, "reports")}
+    assert {"reports/roc.png", "reports/calibration.png", "reports/feature_importance.png",
+            "reports/feature_importance.csv", "reports/optuna_history.png", "reports/features.json"} <= reports
+
+
+def test_logged_model_is_self_contained_and_pyfunc_equals_runtime(trained):
+    uri = trained["summary"]["model_uri"]
+    runtime = load_churn_runtime(uri)
+    assert runtime.metadata["run_id"] == trained["summary"]["run_id"] and runtime.metadata["horizon_days"] == 120
+    model = mlflow.pyfunc.load_model(uri)
+    assert model.metadata.signature is not None
+    example = model.input_example
+    from_pyfunc = model.predict(example)
+    direct = runtime.score_frame(example)
+    np.testing.assert_allclose(from_pyfunc["churn_probability"], direct["churn_probability"])
+    assert from_pyfunc["risk_tier"].tolist() == direct["risk_tier"].tolist()
+
+
+def test_a_worse_model_is_registered_as_challenger_and_champion_stays(trained):
+    sim = trained["sim"]
+    data = prepare_transactions(sim.transactions, pd.Timestamp(CUTOFF), 120, 2, 30, sim.customers, seed=1)
+    rng = np.random.default_rng(0)
+    for frame in (data.train, data.valid):
+        frame["noise"] = rng.random(len(frame))
+    data.feature_columns = ["noise"]  # same validation rows, an uninformative model
+    result = train_churn(data, ChurnTrainConfig(trials=1, max_rounds=20, register_as="winback-churn"),
+                         TrackingSettings.from_env("winback-churn"))
+    assert result["validation"]["auc"] < 0.6
+    assert result["registered"] == {"name": "winback-churn", "version": "2", "alias": "challenger"}
+    assert str(MlflowClient().get_model_version_by_alias("winback-churn", "champion").version) == "1"
+
+
+def test_score_from_the_champion_alias_writes_the_contract_columns(trained):
+    tmp = trained["tmp"]
+    result = runner.invoke(app, ["score", "--model", "models:/winback-churn@champion", "--transactions", "tx.parquet",
+                                 "--profiles", "profiles.parquet", "--as-of", CUTOFF, "--output", "scores.parquet"])
+    assert result.exit_code == 0, result.output
+    scores = read_table(tmp / "scores.parquet")
+    assert list(scores.columns) == ["customer_id", "churn_probability", "risk_tier", "lifecycle_stage",
+                                    "value_tier", "value_at_risk"]
+    assert len(scores) == trained["sim"].transactions["customer_id"].nunique()
+    assert scores["churn_probability"].between(0, 1).all()
+    assert set(scores["risk_tier"]) == {"high", "medium", "low"}
+    assert (scores["value_at_risk"] >= 0).all() and "version 1" in result.output
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--horizon-days", "0", "--cutoff", CUTOFF], "--horizon-days must be positive"),
+    (["--horizon-days", "90", "--cutoff", "2020-01-01"], "2020-01-01"),
+    (["--horizon-days", "90", "--cutoff", "2024-02-01"], "before the first transaction"),
+    (["--horizon-days", "90"], "--cutoff"),
+    (["--cutoff", CUTOFF, "--trials", "0"], "--trials"),
+])
+def test_bad_training_arguments_exit_2_with_one_line(trained, args, message):
+    result = runner.invoke(app, ["train", "churn", "--transactions", "tx.parquet", "--json-out", "bad.json", *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_customer_table_with_a_label_trains_and_scores_by_id(trained):
+    rng = np.random.default_rng(5)
+    n = 400
+    tenure = rng.integers(1, 72, n)
+    contract = rng.choice(["Month-to-month", "One year", "Two year"], n)
+    churn_p = 0.6 * (contract == "Month-to-month") + 0.3 / (1 + tenure / 12)
+    table = pd.DataFrame({"customerID": [f"T{i:04d}" for i in range(n)], "tenure": tenure, "Contract": contract,
+                          "TotalCharges": [" " if i % 50 == 0 else f"{v:.2f}" for i, v in enumerate(tenure * 30.5)],
+                          "Churn": np.where(rng.random(n) < churn_p, "Yes", "No")})
+    table.to_csv(trained["tmp"] / "telco.csv", index=False)
+    result = runner.invoke(app, ["train", "churn", "--table", "telco.csv", "--target", "Churn", "--id-col", "customerID",
+                                 "--trials", "2", "--max-rounds", "50", "--json-out", "telco.json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((trained["tmp"] / "telco.json").read_text())
+    assert summary["validation"]["n"] == 100 and summary["baselines"] == {"recency_auc": None, "frequency_auc": None}
+    assert summary["validation"]["auc"] > 0.6
+    result = runner.invoke(app, ["score", "--model", summary["model_uri"], "--table", "telco.csv",
+                                 "--id-col", "customerID", "--output", "telco_scores.csv"])
+    assert result.exit_code == 0, result.output
+    scores = read_table(trained["tmp"] / "telco_scores.csv")
+    assert list(scores.columns) == ["customer_id", "churn_probability", "risk_tier"]
+    assert scores["customer_id"].tolist() == table["customerID"].tolist()

@@ -1,0 +1,207 @@
+"""Train the churn model: tune, calibrate, build the runtime, log everything to MLflow, register.
+
+`train_churn(data, config, settings)` is the whole command behind `winback train churn`: one parent
+MLflow run with the data description and validation table, one nested run per Optuna trial, the
+runtime model logged as a self-contained pyfunc, and (optionally) a registry version aliased
+`champion` or `challenger`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LogisticRegression
+
+from features.errors import DataError
+from serving.churn_runtime import ChurnRuntime, apply_calibration, load_churn_runtime, segment_config_dict
+from serving.encoding import FeatureEncoder
+from training import churn_report
+from training.churn_data import ChurnData
+from training.churn_tuning import MAX_ROUNDS, TuningData, mlflow_trial_logger, run_study, train_booster, trial_counts
+from training.metrics import auc, classification_summary
+from training.tracking import TrackingSettings, register_and_promote, reproducibility_tags
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # holds features/, serving/, training/
+PYFUNC_FILE = PACKAGE_ROOT / "serving" / "churn_pyfunc.py"
+CODE_PATHS = [str(PACKAGE_ROOT / "features"), str(PACKAGE_ROOT / "serving")]
+RISK_QUANTILES = {"high": 0.80, "medium": 0.50}  # top 20 % high, next 30 % medium, rest low
+REGISTRY_METRIC = "validation_auc"
+
+
+@dataclass(frozen=True)
+class ChurnTrainConfig:
+    """Tuning and registry settings of one training command (data settings live in ChurnData)."""
+
+    trials: int = 30
+    timeout: float | None = None
+    seed: int = 0
+    storage: str | None = None
+    study_name: str | None = None
+    register_as: str | None = None
+    threads: int = 2
+    max_rounds: int = MAX_ROUNDS
+    refit: bool = False  # refit on train + validation rows with the tuned rounds
+
+
+def fit_platt(raw: np.ndarray, y: np.ndarray) -> dict:
+    """Platt scaling on the logit of the raw probability, fitted on validation rows."""
+    logit = np.log(np.clip(raw, 1e-6, 1 - 1e-6) / (1 - np.clip(raw, 1e-6, 1 - 1e-6)))
+    model = LogisticRegression(C=1e6, max_iter=1000).fit(logit.reshape(-1, 1), y.astype(int))
+    return {"method": "platt", "a": float(model.coef_[0, 0]), "b": float(model.intercept_[0])}
+
+
+def baseline_scores(valid: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Single-feature rankings: longer since last purchase, or fewer purchases → more churn."""
+    out = {}
+    if "recency_days" in valid:
+        out["recency"] = valid["recency_days"].to_numpy(dtype=float)
+    if "frequency" in valid:
+        out["frequency"] = -valid["frequency"].to_numpy(dtype=float)
+    return out
+
+
+def _nan_safe_auc(y, score) -> float:
+    """AUC of a baseline whose missing values rank as the riskiest (e.g. no purchase ever seen)."""
+    score = np.nan_to_num(np.asarray(score, dtype=float), nan=np.nanmax(score) if np.isfinite(score).any() else 0)
+    return auc(y, score)
+
+
+def _value_tier_setup(data: ChurnData) -> tuple[tuple[float, float] | None, dict | None]:
+    if data.kind != "transactions" or data.latest_features is None:
+        return None, None
+    from features.segment import SegmentConfig, value_tier_thresholds
+
+    config = SegmentConfig()
+    thresholds = value_tier_thresholds(data.latest_features, config)
+    return tuple(float(t) for t in thresholds), segment_config_dict(config)
+
+
+def _input_example(frame: pd.DataFrame, encoder: FeatureEncoder) -> pd.DataFrame:
+    example = frame[encoder.features_].head(5).copy()
+    for name in encoder.features_:
+        if name in encoder.categories_:
+            example[name] = example[name].astype(object).where(example[name].notna(), None).astype(str)
+        else:
+            example[name] = pd.to_numeric(example[name]).astype("float64")
+    return example.reset_index(drop=True)
+
+
+def _log_model(runtime: ChurnRuntime, example: pd.DataFrame, workdir: Path):
+    import mlflow
+    from mlflow.models import infer_signature
+
+    runtime_dir = runtime.save(workdir / "runtime")
+    output = runtime.score_frame(example).reset_index(drop=True)
+    requirements = [f"{pkg}=={importlib_metadata.version(pkg)}"
+                    for pkg in ("mlflow", "lightgbm", "pandas", "numpy", "scikit-learn", "pyarrow")]
+    return mlflow.pyfunc.log_model(
+        name="model", python_model=str(PYFUNC_FILE), artifacts={"runtime": str(runtime_dir)},
+        code_paths=CODE_PATHS, signature=infer_signature(example, output), input_example=example,
+        pip_requirements=requirements)
+
+
+def _champion_scorer(valid: pd.DataFrame, y_valid: np.ndarray):
+    def score(model_uri: str) -> float:
+        runtime = load_churn_runtime(model_uri)
+        try:
+            X = runtime.encoder.transform(valid)
+        except DataError:
+            return float("-inf")  # the champion cannot read this data: not comparable, candidate wins
+        return auc(y_valid, runtime.predict_proba(X))
+
+    return score
+
+
+def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSettings) -> dict:
+    """Run the whole training command; returns the `--json-out` document."""
+    import mlflow
+
+    settings.activate()
+    started = time.monotonic()
+    with mlflow.start_run(run_name=f"churn-{data.kind}") as parent:
+        run_id = parent.info.run_id
+        mlflow.set_tags({**reproducibility_tags(), "winback.model": "churn", "winback.kind": data.kind})
+        params = {**{k: v for k, v in asdict(config).items() if k != "storage"}, **data.description}
+        mlflow.log_params({k: (",".join(v) if isinstance(v, list) else v) for k, v in params.items() if v is not None})
+        mlflow.log_metrics({"data_rows": data.description["rows"], "data_customers": data.description["customers"],
+                            "data_churn_rate": data.description["churn_rate"]})
+
+        encoder = FeatureEncoder(data.feature_columns).fit(pd.concat([data.train, data.valid]))
+        tuning = TuningData(encoder.transform(data.train), data.y_train, encoder.transform(data.valid),
+                            data.y_valid, encoder.features_, encoder.categorical_indices)
+        study = run_study(tuning, config.trials, config.timeout, config.seed, config.threads,
+                          config.storage, config.study_name, callbacks=[mlflow_trial_logger()],
+                          max_rounds=config.max_rounds)
+        best = study.best_trial
+        rounds = int(best.user_attrs.get("best_iteration", 100))
+
+        booster = train_booster(best.params, tuning, config.seed, config.threads, rounds=rounds, valid=False)
+        raw_valid = booster.predict(tuning.X_valid)
+        calibration = fit_platt(raw_valid, tuning.y_valid)
+        p_valid = apply_calibration(raw_valid, calibration)
+        validation = classification_summary(tuning.y_valid, p_valid)
+        base = baseline_scores(data.valid)
+        baselines = {"recency_auc": _nan_safe_auc(tuning.y_valid, base["recency"]) if "recency" in base else None,
+                     "frequency_auc": _nan_safe_auc(tuning.y_valid, base["frequency"]) if "frequency" in base else None}
+        if config.refit:
+            refit = TuningData(np.vstack([tuning.X_train, tuning.X_valid]),
+                               np.concatenate([tuning.y_train, tuning.y_valid]), tuning.X_valid, tuning.y_valid,
+                               tuning.feature_names, tuning.categorical)
+            booster = train_booster(best.params, refit, config.seed, config.threads, rounds=rounds, valid=False)
+
+        tiers, segment_config = _value_tier_setup(data)
+        runtime = ChurnRuntime(
+            encoder=encoder, booster_model=booster.model_to_string(), calibration=calibration,
+            risk_thresholds={k: float(np.quantile(p_valid, q)) for k, q in RISK_QUANTILES.items()},
+            horizon_days=data.description.get("horizon_days"), value_tier_thresholds=tiers,
+            segment_config=segment_config,
+            metadata={"run_id": run_id, "kind": data.kind, "cutoff": data.description.get("cutoff"),
+                      "horizon_days": data.description.get("horizon_days"),
+                      "snapshot_dates": data.description.get("snapshot_dates"),
+                      "target": data.description.get("target"), "validation_auc": validation["auc"]})
+
+        mlflow.log_metrics({f"validation_{k}": v for k, v in validation.items()})
+        mlflow.log_metrics({f"baseline_{k}": v for k, v in baselines.items() if v is not None})
+        n_trials, n_pruned = trial_counts(study)
+        mlflow.log_metrics({"n_trials": n_trials, "n_pruned": n_pruned, "best_iteration": rounds})
+        mlflow.log_params({f"best_{k}": v for k, v in best.params.items()})
+
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            reports = work / "reports"
+            reports.mkdir()
+            churn_report.roc_plot(tuning.y_valid, p_valid, base, reports / "roc.png")
+            churn_report.calibration_plot(tuning.y_valid, p_valid, reports / "calibration.png")
+            churn_report.calibration_table(tuning.y_valid, p_valid).to_csv(reports / "calibration.csv")
+            churn_report.importance_artifacts(booster, encoder.features_, reports)
+            churn_report.optuna_artifacts(study, reports)
+            churn_report.feature_list(data.train, encoder, reports / "features.json")
+            (reports / "data.json").write_text(json.dumps(data.description, indent=2))
+            mlflow.log_artifacts(str(reports), artifact_path="reports")
+            logged = _log_model(runtime, _input_example(data.valid, encoder), work)
+
+        model_uri = f"runs:/{run_id}/model"
+        registered = None
+        if config.register_as:
+            promoted = register_and_promote(logged.model_uri, config.register_as, validation["auc"],
+                                            _champion_scorer(data.valid, tuning.y_valid), REGISTRY_METRIC)
+            registered = {k: promoted[k] for k in ("name", "version", "alias")}
+            mlflow.set_tags({"registered_name": promoted["name"], "registered_version": promoted["version"],
+                             "registered_alias": promoted["alias"]})
+            if promoted["champion_score"] is not None:
+                mlflow.log_metric("previous_champion_auc", promoted["champion_score"])
+        seconds = time.monotonic() - started
+        mlflow.log_metric("training_seconds", seconds)
+        result = {"run_id": run_id, "model_uri": model_uri, "registered": registered,
+                  "validation": validation, "baselines": baselines, "best_params": best.params,
+                  "best_iteration": rounds, "n_trials": n_trials, "n_pruned": n_pruned,
+                  "data": data.description, "training_seconds": round(seconds, 1)}
+        mlflow.log_dict(result, "result.json")
+    return result

@@ -1,0 +1,127 @@
+"""Churn labels on point-in-time snapshots, and churn tables that already hold a label.
+
+A snapshot at date T sees only transactions on or before T (features) and labels a customer
+`churned = 1` when they have no transaction in (T, T + horizon]. Dates are calendar days, as in
+`features.build_features`: every purchase on day T is history, every purchase on day T + horizon is
+inside the label window. Stacking several snapshots adds
+training rows; validation is out of time on the latest one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from features.errors import DataError
+
+LABEL = "churned"
+SNAPSHOT = "snapshot_date"
+_TRUE = {"1", "yes", "y", "true", "t", "churn", "churned"}
+_FALSE = {"0", "no", "n", "false", "f", "retained", "active"}
+
+
+def snapshot_dates(cutoff: pd.Timestamp, horizon_days: int, snapshots: int = 1,
+                   step_days: int = 30) -> list[pd.Timestamp]:
+    """`T_k = cutoff − horizon − k·step` for k = 0…K−1, newest first: every label window ends by cutoff."""
+    if horizon_days <= 0:
+        raise DataError(f"--horizon-days must be positive, got {horizon_days}")
+    if snapshots < 1:
+        raise DataError(f"--snapshots must be at least 1, got {snapshots}")
+    if step_days < 1:
+        raise DataError(f"--snapshot-step-days must be at least 1, got {step_days}")
+    cutoff = pd.Timestamp(cutoff).normalize()
+    return [cutoff - pd.Timedelta(days=horizon_days + k * step_days) for k in range(snapshots)]
+
+
+def day_end(day: pd.Timestamp) -> pd.Timestamp:
+    """First instant after calendar day `day`: `timestamp < day_end(day)` means "on or before day"."""
+    return pd.Timestamp(day).normalize() + pd.Timedelta(days=1)
+
+
+def churn_labels(transactions: pd.DataFrame, customers: Sequence[str], as_of: pd.Timestamp,
+                 horizon_days: int) -> pd.Series:
+    """1 for each customer with no transaction in (as_of, as_of + horizon], else 0; indexed by customer."""
+    start, end = day_end(as_of), day_end(as_of + pd.Timedelta(days=horizon_days))
+    ts = transactions["timestamp"]
+    window = transactions.loc[(ts >= start) & (ts < end), "customer_id"]
+    returned = pd.Index(window.unique())
+    index = pd.Index(customers, name="customer_id")
+    return pd.Series((~index.isin(returned)).astype(np.int8), index=index, name=LABEL)
+
+
+def snapshot_frame(transactions: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int,
+                   profiles: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Features as of `as_of` (built from transactions ≤ as_of only) plus the churn label."""
+    from features import build_features
+
+    seen = transactions[transactions["timestamp"] < day_end(as_of)]
+    if seen.empty:
+        raise DataError(f"no transactions on or before snapshot date {as_of.date()}; "
+                        "use a later --cutoff or fewer --snapshots")
+    feats = build_features(seen, as_of, profiles=profiles)
+    labels = churn_labels(transactions, feats.index, as_of, horizon_days)
+    out = feats.copy()
+    out[SNAPSHOT] = as_of
+    out[LABEL] = labels.to_numpy()
+    return out
+
+
+def stack_snapshots(transactions: pd.DataFrame, dates: Sequence[pd.Timestamp], horizon_days: int,
+                    profiles: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One `snapshot_frame` per date, stacked (customers repeat across snapshots)."""
+    return pd.concat([snapshot_frame(transactions, d, horizon_days, profiles) for d in dates])
+
+
+def parse_label(values: pd.Series, column: str) -> pd.Series:
+    """yes/no, true/false, 1/0 (any case) → 1/0 int8; anything else is a DataError naming the column."""
+    text = values.astype("string").str.strip().str.lower()
+    text = text.str.replace(r"\.0+$", "", regex=True)
+    bad = text.isna() | ~(text.isin(_TRUE) | text.isin(_FALSE))
+    if bad.any():
+        examples = ", ".join(sorted({repr(v) for v in values[bad].head(3).tolist()}))
+        raise DataError(f"column {column!r}: {int(bad.sum())} value(s) are not a churn label "
+                        f"(yes/no, true/false, 1/0), e.g. {examples}")
+    return text.isin(_TRUE).astype(np.int8).rename(LABEL)
+
+
+def coerce_attributes(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text columns become numbers when every non-blank value parses, else categories; blanks → missing."""
+    out = {}
+    for name in frame.columns:
+        col = frame[name]
+        if pd.api.types.is_bool_dtype(col):
+            out[name] = col.astype("float64")
+            continue
+        if pd.api.types.is_numeric_dtype(col):
+            out[name] = col
+            continue
+        text = col.astype("string").str.strip()
+        text = text.mask(text == "")
+        numbers = pd.to_numeric(text, errors="coerce")
+        if text.notna().any() and (numbers.notna() == text.notna()).all():
+            out[name] = numbers.astype("float64")
+        else:
+            out[name] = text.astype(object).where(text.notna(), None)
+    return pd.DataFrame(out, index=frame.index)
+
+
+def table_frame(table: pd.DataFrame, target: str, id_col: str | None = None) -> pd.DataFrame:
+    """A customer table with a label column → attributes (coerced) + `churned`, indexed by customer_id."""
+    if target not in table.columns:
+        raise DataError(f"--target: column {target!r} not in the table (columns: {', '.join(map(str, table.columns))})")
+    if id_col is not None and id_col not in table.columns:
+        raise DataError(f"--id-col: column {id_col!r} not in the table")
+    if id_col is None and "customer_id" in table.columns:
+        id_col = "customer_id"
+    ids = table[id_col].astype(str) if id_col else pd.Series(np.arange(len(table)).astype(str), index=table.index)
+    if ids.duplicated().any():
+        raise DataError(f"column {id_col!r}: customer ids repeat (e.g. {ids[ids.duplicated()].iloc[0]!r})")
+    attributes = table.drop(columns=[c for c in (target, id_col) if c is not None])
+    if attributes.shape[1] == 0:
+        raise DataError("the table holds no attribute columns besides the id and the target")
+    out = coerce_attributes(attributes)
+    out[LABEL] = parse_label(table[target], target).to_numpy()
+    out.index = pd.Index(ids.to_numpy(), name="customer_id")
+    return out

@@ -1,0 +1,197 @@
+"""`winback train churn` and `winback score`: parse and check options, call training / serving, report."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import typer
+
+from winback.cli_common import console, handle_errors, parse_date, progress
+
+
+def _quiet_mlflow() -> None:
+    """No per-file download bars from MLflow on the terminal (our own progress bar says enough)."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def _read_transactions(path: Path, as_of=None):
+    """Transactions from .csv / .parquet (contract columns) or a CDNOW master .txt file."""
+    from features.contracts import normalize_transactions
+    from features.io import read_table, table_format
+    from features.loaders import read_cdnow
+
+    if path.suffix.lower() == ".txt":
+        return normalize_transactions(read_cdnow(path), as_of=as_of)
+    raw = read_table(path, dtype={"customer_id": "str"}) if table_format(path) == "csv" else read_table(path)
+    return normalize_transactions(raw, as_of=as_of)
+
+
+def _read_profiles(path: Path | None):
+    if path is None:
+        return None
+    from features.contracts import normalize_profiles
+    from features.io import read_table, table_format
+
+    raw = read_table(path, dtype={"customer_id": "str"}) if table_format(path) == "csv" else read_table(path)
+    return normalize_profiles(raw)
+
+
+def _read_customer_table(path: Path, id_col: str | None):
+    from features.io import read_table, table_format
+
+    ids = id_col or "customer_id"
+    return read_table(path, dtype={ids: "str"}) if table_format(path) == "csv" else read_table(path)
+
+
+def _check_source(transactions, table, cutoff, horizon_days: int, target) -> None:
+    from features.errors import DataError
+
+    if (transactions is None) == (table is None):
+        raise DataError("give either --transactions (with --cutoff, --horizon-days) or --table (with --target)")
+    if transactions is not None and cutoff is None:
+        raise DataError("--transactions needs --cutoff")
+    if table is not None and target is None:
+        raise DataError("--table needs --target (the churn label column)")
+    if horizon_days <= 0:
+        raise DataError(f"--horizon-days must be positive, got {horizon_days}")
+
+
+def _validation_table(result: dict) -> None:
+    from rich.table import Table
+
+    v, b = result["validation"], result["baselines"]
+    table = Table(title=f"Churn validation ({v['n']:,} customers, churn rate {v['churn_rate']:.1%})")
+    for header in ("model", "AUC", "PR AUC", "log loss", "Brier", "lift@10%"):
+        table.add_column(header, justify="left" if header == "model" else "right")
+    table.add_row("LightGBM (calibrated)", f"{v['auc']:.4f}", f"{v['pr_auc']:.4f}", f"{v['logloss']:.4f}",
+                  f"{v['brier']:.4f}", f"{v['lift_at_10']:.2f}")
+    for name in ("recency", "frequency"):
+        value = b.get(f"{name}_auc")
+        if value is not None:
+            table.add_row(f"baseline: {name} only", f"{value:.4f}", "", "", "", "")
+    console.print(table)
+
+
+@handle_errors
+def train_churn_command(
+    json_out: Path = typer.Option(..., "--json-out", help="Where to write the run summary (JSON)."),
+    transactions: Path | None = typer.Option(None, "--transactions", help="Purchases (.csv/.parquet, or CDNOW .txt)."),
+    profiles: Path | None = typer.Option(None, "--profiles", help="Customer attributes to join (.csv/.parquet)."),
+    cutoff: str | None = typer.Option(None, "--cutoff", help="YYYY-MM-DD: only transactions on or before it are read."),
+    horizon_days: int = typer.Option(180, "--horizon-days", help="Churn = no purchase within N days after a snapshot."),
+    table: Path | None = typer.Option(None, "--table", help="Customer table that already holds a churn label."),
+    target: str | None = typer.Option(None, "--target", help="Label column of --table (yes/no, true/false, 1/0)."),
+    id_col: str | None = typer.Option(None, "--id-col", help="Customer id column of --table (default customer_id)."),
+    snapshots: int = typer.Option(1, "--snapshots", help="Number of stacked snapshots (K ≥ 2: out-of-time validation)."),
+    snapshot_step_days: int = typer.Option(30, "--snapshot-step-days", help="Days between snapshots."),
+    trials: int = typer.Option(30, "--trials", help="Optuna trials to run."),
+    timeout: float | None = typer.Option(None, "--timeout", help="Stop tuning after this many seconds."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split, the sampler and LightGBM."),
+    max_rounds: int = typer.Option(2000, "--max-rounds", help="Cap on boosting rounds (early stopping picks fewer)."),
+    experiment: str = typer.Option("winback-churn", "--experiment", help="MLflow experiment name."),
+    register_as: str | None = typer.Option(None, "--register-as", help="Registered model name, e.g. winback-churn."),
+    storage: str | None = typer.Option(None, "--storage", help="Optuna RDB URL shared by several processes."),
+    study_name: str | None = typer.Option(None, "--study-name", help="Optuna study name (needed with --storage)."),
+) -> None:
+    """Tune, calibrate and log a LightGBM churn model in MLflow; optionally register it as champion."""
+    from features.errors import DataError
+
+    _check_source(transactions, table, cutoff, horizon_days, target)
+    if trials < 1:
+        raise DataError(f"--trials must be at least 1, got {trials}")
+    if max_rounds < 1:
+        raise DataError(f"--max-rounds must be at least 1, got {max_rounds}")
+    if timeout is not None and timeout <= 0:
+        raise DataError(f"--timeout must be positive, got {timeout}")
+    if storage and not study_name:
+        raise DataError("--storage needs --study-name so that several processes join the same study")
+    json_out.parent.mkdir(parents=True, exist_ok=True)
+    _quiet_mlflow()
+
+    from training.churn import ChurnTrainConfig, train_churn
+    from training.churn_data import prepare_table, prepare_transactions
+    from training.tracking import TrackingSettings
+
+    if transactions is not None:
+        from training.labels import snapshot_dates
+
+        cut = parse_date(cutoff, "--cutoff")
+        snapshot_dates(cut, horizon_days, snapshots, snapshot_step_days)  # argument checks before reading data
+        data = prepare_transactions(_read_transactions(transactions, as_of=cut), cut, horizon_days, snapshots,
+                                    snapshot_step_days, _read_profiles(profiles), seed)
+    else:
+        data = prepare_table(_read_customer_table(table, id_col), target, id_col, seed)
+    config = ChurnTrainConfig(trials=trials, timeout=timeout, seed=seed, storage=storage, study_name=study_name,
+                              register_as=register_as, max_rounds=max_rounds)
+    result = train_churn(data, config, TrackingSettings.from_env(experiment))
+    json_out.write_text(json.dumps(result, indent=2, default=str))
+    _validation_table(result)
+    console.print(f"run {result['run_id']}: {result['n_trials']} trials ({result['n_pruned']} pruned), "
+                  f"model {result['model_uri']}", highlight=False)
+    reg = result["registered"]
+    if reg:
+        verdict = "is the new champion" if reg["alias"] == "champion" else \
+            "is challenger (the current champion scores higher on this validation set)"
+        console.print(f"registered {reg['name']} version {reg['version']}: {verdict} "
+                      f"(models:/{reg['name']}@{reg['alias']})", highlight=False)
+
+
+@handle_errors
+def score_command(
+    model: str = typer.Option(..., "--model", help="MLflow model URI, e.g. models:/winback-churn@champion."),
+    output: Path = typer.Option(..., "--output", help="Scores: .csv or .parquet (written atomically)."),
+    transactions: Path | None = typer.Option(None, "--transactions", help="Purchases (.csv/.parquet, or CDNOW .txt)."),
+    profiles: Path | None = typer.Option(None, "--profiles", help="Customer attributes (.csv/.parquet)."),
+    as_of: str | None = typer.Option(None, "--as-of", help="YYYY-MM-DD: score customers as of this date."),
+    table: Path | None = typer.Option(None, "--table", help="Customer table (for models trained with --table)."),
+    id_col: str | None = typer.Option(None, "--id-col", help="Customer id column of --table."),
+) -> None:
+    """Churn probability, risk tier, lifecycle stage, value tier and value at risk per customer."""
+    from features.errors import DataError
+    from features.io import table_format
+
+    if (transactions is None) == (table is None):
+        raise DataError("give either --transactions (with --as-of) or --table")
+    if transactions is not None and as_of is None:
+        raise DataError("--transactions needs --as-of")
+    table_format(output)
+    day = parse_date(as_of, "--as-of") if transactions is not None else None
+    from serving.batch_score import score_table, score_transactions
+    from serving.churn_runtime import load_churn_runtime
+
+    _quiet_mlflow()
+    runtime = load_churn_runtime(model)
+    with progress() as bar:
+        task = bar.add_task("scoring", total=None)
+        advance = lambda n: bar.advance(task, n)  # noqa: E731
+        if transactions is not None:
+            rows = score_transactions(runtime, _read_transactions(transactions, as_of=day), day, output,
+                                      _read_profiles(profiles), on_chunk=advance)
+        else:
+            rows = score_table(runtime, _read_customer_table(table, id_col), output, id_col, on_chunk=advance)
+    version = runtime.metadata.get("model_version")
+    console.print(f"wrote {rows:,} scored customers to {output} (model {model}"
+                  f"{f' version {version}' if version else ''}, horizon {runtime.horizon_days} days)",
+                  highlight=False)
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    """Add `train churn` and `score`."""
+    train_app.command("churn")(train_churn_command)
+    app.command("score")(score_command)
+
+
+def mlproject_main(argv: list[str] | None = None) -> None:
+    """Entry of the MLproject `churn` step: `--name=value` options, empty values meaning "not given"."""
+    import sys
+
+    from winback.cli import app
+
+    given = [arg for arg in (sys.argv[1:] if argv is None else argv) if not arg.endswith("=")]
+    app(["train", "churn", *given])
+
+
+if __name__ == "__main__":
+    mlproject_main()
