@@ -13,3 +13,12 @@ echo "== point-in-time features as of the end of the history, with lifecycle and
 $WB features build --transactions "$OUT/data/transactions.parquet" --profiles "$OUT/data/customers.parquet" \
     --as-of 2025-12-31 --output "$OUT/features.parquet"
 $WB segment summary --features "$OUT/features.parquet"
+
+echo "== churn: tune LightGBM on 3 snapshots, track in MLflow, register winback-churn@champion"
+$WB train churn --transactions "$OUT/data/transactions.parquet" --profiles "$OUT/data/customers.parquet" \
+    --cutoff 2025-12-31 --horizon-days 180 --snapshots 3 --trials 8 --max-rounds 500 --seed 7 \
+    --register-as winback-churn --json-out "$OUT/churn.json"
+
+echo "== batch churn scores from the champion"
+$WB score --model models:/winback-churn@champion --transactions "$OUT/data/transactions.parquet" \
+    --profiles "$OUT/data/customers.parquet" --as-of 2025-12-31 --output "$OUT/churn_scores.parquet"
