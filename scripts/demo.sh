@@ -22,3 +22,17 @@ $WB train churn --transactions "$OUT/data/transactions.parquet" --profiles "$OUT
 echo "== batch churn scores from the champion"
 $WB score --model models:/winback-churn@champion --transactions "$OUT/data/transactions.parquet" \
     --profiles "$OUT/data/customers.parquet" --as-of 2025-12-31 --output "$OUT/churn_scores.parquet"
+
+echo "== uplift: which incentive to send (Optuna-tuned, tracked in MLflow, registered as winback-uplift@champion)"
+$WB train uplift --campaign "$OUT/data/campaign.parquet" --treatment-col incentive --control no_contact \
+    --outcome converted --transactions "$OUT/data/transactions.parquet" --profiles "$OUT/data/customers.parquet" \
+    --as-of 2025-12-31 --catalog "$OUT/data/incentives.yaml" --trials 10 --seed 7 \
+    --register-as winback-uplift --json-out "$OUT/uplift.json"
+
+echo "== batch decisions from the champion, capped at a budget of 200"
+$WB recommend --model models:/winback-uplift@champion --input "$OUT/features.parquet" \
+    --budget 200 --output "$OUT/recommendations.csv"
+
+echo "== package both champions into the BentoML model store"
+$WB package
+echo "Serve them with:  $WB serve --port 3000 --features $OUT/features.parquet"

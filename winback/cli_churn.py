@@ -181,17 +181,3 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     """Add `train churn` and `score`."""
     train_app.command("churn")(train_churn_command)
     app.command("score")(score_command)
-
-
-def mlproject_main(argv: list[str] | None = None) -> None:
-    """Entry of the MLproject `churn` step: `--name=value` options, empty values meaning "not given"."""
-    import sys
-
-    from winback.cli import app
-
-    given = [arg for arg in (sys.argv[1:] if argv is None else argv) if not arg.endswith("=")]
-    app(["train", "churn", *given])
-
-
-if __name__ == "__main__":
-    mlproject_main()

@@ -1,0 +1,134 @@
+"""The online service: POST /score, POST /recommend, GET /model-info over the packaged champion models.
+
+Thin by design: the body is validated by `serving.schemas`, one call into `serving.online` does the
+work on the LightGBM boosters, and the answer goes back. Models and the optional feature snapshot are
+loaded once per worker in `__init__`, where the settings (environment) are read too — never at import.
+
+    bentoml serve serving.service:Winback      # or: winback serve --port 3000 --workers 2
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import bentoml
+from fastapi import FastAPI
+from starlette.responses import JSONResponse
+
+from features.errors import DataError
+from serving import model_store, online
+from serving.schemas import (Customer, ModelInfo, RecommendRequest, RecommendResponse, ScoreRequest,
+                             ScoreResponse)
+
+INLINE_MAX_CUSTOMERS = 64  # larger requests run in a worker thread so they never stall small ones
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
+# request latency histogram buckets (seconds): fine below 5 ms, where single-customer calls land
+LATENCY_BUCKETS = [0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05,
+                   0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """What the environment configures, read once when a worker starts."""
+
+    api_token: str | None = None
+    features_path: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "ServiceSettings":
+        env = os.environ if environ is None else environ
+        return cls(api_token=env.get("WINBACK_API_TOKEN") or None, features_path=env.get("WINBACK_FEATURES") or None)
+
+
+class BearerAuth:
+    """ASGI middleware: when the service has an API token, every path but the health checks and
+    metrics needs `Authorization: Bearer <token>`, else 401. The token comes from the running
+    service's settings, so nothing is read at import time."""
+
+    def __init__(self, app, token: Callable[[], str | None]):
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        expected = self.token()
+        if expected is not None:
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not hmac.compare_digest(given, b"Bearer " + expected.encode()):
+                response = JSONResponse({"error": "missing or wrong bearer token (Authorization: Bearer <token>)"},
+                                        status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                return await response(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+def _service_token() -> str | None:
+    try:
+        return bentoml.get_current_service().settings.api_token
+    except bentoml.exceptions.BentoMLException:  # not started yet: refuse rather than serve unguarded
+        return os.environ.get("WINBACK_API_TOKEN") or None
+
+
+info_app = FastAPI(title="winback model info", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@bentoml.service(
+    name="winback",
+    workers=2,  # one process per core; each worker computes small requests inline on its event loop
+    traffic={"timeout": 60},
+    metrics={"enabled": True, "namespace": "bentoml_service", "duration": {"buckets": LATENCY_BUCKETS}},
+)
+@bentoml.asgi_app(info_app, path="/")
+class Winback:
+    """Churn risk with reasons, and which incentive to send, for one or 10,000 customers per call."""
+
+    churn_model = model_store.PackagedBentoModel(model_store.CHURN.name)
+    uplift_model = model_store.PackagedBentoModel(model_store.UPLIFT.name)
+
+    def __init__(self) -> None:
+        self.settings = ServiceSettings.from_env()
+        self.churn = model_store.load_packaged(self.churn_model)
+        self.uplift = model_store.load_packaged(self.uplift_model)
+        self.snapshot = None
+        if self.settings.features_path:
+            self.snapshot = online.FeatureSnapshot.load(self.settings.features_path,
+                                                        [self.churn.encoder, self.uplift.encoder])
+        self.info = ModelInfo(
+            models=[model_store.describe(self.churn_model), model_store.describe(self.uplift_model)],
+            churn_features=self.churn.feature_names, uplift_features=list(self.uplift.encoder.features_),
+            arms=self.uplift.arms, control=self.uplift.control,
+            feature_snapshot=self.settings.features_path, snapshot_customers=len(self.snapshot or ()))
+        self._big_requests = anyio.CapacityLimiter(2)
+
+    @bentoml.api(route="/score", input_spec=ScoreRequest)
+    async def score(self, customers: list[Customer]) -> ScoreResponse:
+        """Churn probability, risk tier, lifecycle stage, value tier and the top 3 reasons (TreeSHAP)."""
+        return await self._answer(len(customers), lambda: ScoreResponse(
+            scores=online.score_rows(self.churn, customers, self.snapshot)))
+
+    @bentoml.api(route="/recommend", input_spec=RecommendRequest)
+    async def recommend(self, customers: list[Customer], max_sends: int | None = None) -> RecommendResponse:
+        """The incentive with the highest expected net value per customer (packaged catalogue)."""
+        return await self._answer(len(customers), lambda: RecommendResponse(
+            recommendations=online.recommend_rows(self.churn, self.uplift, customers, self.snapshot, max_sends)))
+
+    @info_app.get("/model-info", response_model=ModelInfo)
+    async def model_info(self) -> ModelInfo:
+        """Packaged model versions, MLflow run ids, feature lists and incentive arms."""
+        return self.info
+
+    async def _answer(self, n: int, compute: Callable[[], Any]) -> Any:
+        try:
+            if n <= INLINE_MAX_CUSTOMERS:
+                return compute()
+            return await anyio.to_thread.run_sync(compute, limiter=self._big_requests)
+        except DataError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=422)
+
+
+Winback.add_asgi_middleware(BearerAuth, token=_service_token)

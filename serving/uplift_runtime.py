@@ -1,0 +1,195 @@
+"""The uplift runtime model: the one implementation of "features → per-arm uplift → net value → decision".
+
+It holds a FeatureEncoder, the catalogue, and LightGBM boosters (as model text) with a recipe per
+learner kind, so that uplift is computed by calling the boosters directly on one float array:
+
+- two_models:            uplift_a = treated_a(X) − control_a(X)
+- solo_model:            uplift_a = solo_a([X, 1]) − solo_a([X, 0])  (arm indicator as last column)
+- class_transformation:  uplift_a = 2·ct_a(X) − 1, with control_a(X) (a control-only response model)
+                         for p_control, and p_a = p_control + uplift_a
+
+p_control is the mean of the per-arm control estimates (identical boosters are called once).
+
+A recipe exists for the binary outcome and, optionally, for a revenue outcome (same kinds except
+class_transformation); with revenue, the revenue uplift replaces outcome_value·Δp in the net value.
+Saved as booster text files + runtime.json (no pickle). Batch scoring, the MLflow pyfunc and the
+online service all call `predict`, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from serving.catalog import Catalog
+from serving.decision import CONTROL, chosen_values, decide, net_values
+from serving.encoding import FeatureEncoder
+
+RUNTIME_FILE = "runtime.json"
+FORMAT_VERSION = 1
+KINDS = ("two_models", "solo_model", "class_transformation")
+
+
+@dataclass(frozen=True)
+class UpliftPrediction:
+    """Per-customer scores; (n, k) arrays have one column per arm in `arms` order."""
+
+    arms: list[str]
+    control: str
+    uplift: np.ndarray            # Δ P(outcome) of each arm vs control
+    p_control: np.ndarray         # (n,)
+    p_arm: np.ndarray
+    revenue_control: np.ndarray | None  # (n,) expected revenue under control, with a revenue outcome
+    revenue_arm: np.ndarray | None
+    revenue_uplift: np.ndarray | None
+    net_value: np.ndarray
+    decision: np.ndarray          # arm index, or CONTROL (-1)
+
+    @property
+    def incentive(self) -> np.ndarray:
+        names = np.array([*self.arms, self.control], dtype=object)
+        return names[np.where(self.decision == CONTROL, len(self.arms), self.decision)]
+
+    @property
+    def expected_net_value(self) -> np.ndarray:
+        return chosen_values(self.net_value, self.decision)
+
+
+class UpliftRuntime:
+    """Encoder + boosters + recipes + catalogue. Built by training, loaded by serving."""
+
+    def __init__(self, encoder: FeatureEncoder, catalog: Catalog, recipes: Mapping[str, Mapping],
+                 boosters: Mapping[str, str | lgb.Booster], metadata: Mapping | None = None):
+        self.encoder = encoder
+        self.catalog = catalog
+        self.recipes = {k: dict(v) for k, v in recipes.items()}
+        self.boosters = {name: b if isinstance(b, lgb.Booster) else lgb.Booster(model_str=b)
+                         for name, b in boosters.items()}
+        self.metadata = dict(metadata or {})
+
+    @property
+    def arms(self) -> list[str]:
+        return self.catalog.arms
+
+    @property
+    def control(self) -> str:
+        return self.catalog.control
+
+    @property
+    def learner(self) -> str:
+        return self.recipes["outcome"]["kind"]
+
+    # -- scoring ---------------------------------------------------------------------------------
+    def _target(self, recipe: Mapping, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(value under control (n,), value under each arm (n, k), uplift (n, k)) for one recipe."""
+        kind, n, k = recipe["kind"], X.shape[0], len(self.arms)
+        out = np.empty((n, k), dtype=np.float64)
+        if kind in ("two_models", "class_transformation"):
+            cache: dict[str, np.ndarray] = {}  # identical control boosters are stored and called once
+
+            def call(name: str) -> np.ndarray:
+                if name not in cache:
+                    cache[name] = self.boosters[name].predict(X)
+                return cache[name]
+
+            uplift = np.empty((n, k), dtype=np.float64)
+            base = np.zeros(n)
+            for j, (name, control) in enumerate(zip(recipe["treated" if kind == "two_models" else "models"],
+                                                    recipe["controls"])):
+                p_c = call(control)
+                base += p_c
+                if kind == "two_models":
+                    out[:, j] = call(name)
+                    uplift[:, j] = out[:, j] - p_c
+                else:
+                    uplift[:, j] = 2.0 * call(name) - 1.0
+                    out[:, j] = np.clip(p_c + uplift[:, j], 0.0, 1.0)
+            return base / max(k, 1), out, uplift
+        if kind == "solo_model":
+            stacked = np.empty((2 * n, X.shape[1] + 1), dtype=np.float64)
+            stacked[:n, :-1] = X
+            stacked[n:, :-1] = X
+            stacked[:n, -1] = 1.0
+            stacked[n:, -1] = 0.0
+            base = np.zeros(n)
+            uplift = np.empty((n, k), dtype=np.float64)
+            for j, name in enumerate(recipe["models"]):
+                both = self.boosters[name].predict(stacked)
+                out[:, j] = both[:n]
+                uplift[:, j] = both[:n] - both[n:]
+                base += both[n:]
+            # each per-arm solo model estimates the control outcome; p_control is their mean, while
+            # each arm's uplift uses its own model's estimate (exactly SoloModel.predict)
+            return base / max(k, 1), out, uplift
+        raise ValueError(f"unknown learner kind {kind!r}")
+
+    def predict(self, X: np.ndarray, catalog: Catalog | None = None) -> UpliftPrediction:
+        """Score an encoded array (rows from `self.encoder`); `catalog` overrides costs and values."""
+        cat = self.catalog if catalog is None else catalog.for_model(self.arms, self.control)
+        X = np.asarray(X, dtype=np.float64)
+        p_control, p_arm, uplift = self._target(self.recipes["outcome"], X)
+        revenue = (None, None, None)
+        if "revenue" in self.recipes:
+            revenue = self._target(self.recipes["revenue"], X)
+        net = net_values(uplift, p_arm, cat.costs, cat.redemption_costs, cat.outcome_value, revenue[2])
+        return UpliftPrediction(self.arms, self.control, uplift, p_control, p_arm, *revenue, net, decide(net))
+
+    def predict_uplift(self, X: np.ndarray) -> np.ndarray:
+        """Only Δ P(outcome) per arm, (n, k): what the Qini metrics rank by."""
+        return self._target(self.recipes["outcome"], np.asarray(X, dtype=np.float64))[2]
+
+    def predict_frame(self, frame: pd.DataFrame, catalog: Catalog | None = None) -> UpliftPrediction:
+        return self.predict(self.encoder.transform(frame), catalog)
+
+    def predict_records(self, records: Iterable[Mapping[str, object]], catalog: Catalog | None = None,
+                        where: str = "customers") -> UpliftPrediction:
+        return self.predict(self.encoder.transform_records(records, where=where), catalog)
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        files = {}
+        for name, booster in self.boosters.items():
+            files[name] = f"{name}.txt"
+            (d / files[name]).write_text(booster.model_to_string())
+        spec = {"format": FORMAT_VERSION, "encoder": self.encoder.to_dict(), "catalog": self.catalog.to_dict(),
+                "recipes": self.recipes, "boosters": files, "metadata": self.metadata}
+        (d / RUNTIME_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True))
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "UpliftRuntime":
+        d = Path(directory)
+        spec = json.loads((d / RUNTIME_FILE).read_text())
+        if spec.get("format") != FORMAT_VERSION:
+            raise ValueError(f"{d}: unsupported uplift runtime format {spec.get('format')!r}")
+        boosters = {name: lgb.Booster(model_file=str(d / file)) for name, file in spec["boosters"].items()}
+        return cls(FeatureEncoder.from_dict(spec["encoder"]), Catalog.from_dict(spec["catalog"]),
+                   spec["recipes"], boosters, spec.get("metadata"))
+
+
+def find_runtime_dir(root: str | Path) -> Path:
+    root = Path(root)
+    if (root / RUNTIME_FILE).is_file():
+        return root
+    found = sorted(root.rglob(RUNTIME_FILE))
+    if not found:
+        raise FileNotFoundError(f"no {RUNTIME_FILE} under {root}")
+    return found[0].parent
+
+
+def load_uplift_runtime(model_uri: str) -> UpliftRuntime:
+    """Load the runtime from a local directory or any MLflow model URI (runs:/, models:/name@alias, …)."""
+    if Path(model_uri).is_dir():
+        return UpliftRuntime.load(find_runtime_dir(model_uri))
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
+    return UpliftRuntime.load(find_runtime_dir(local))

@@ -1,0 +1,189 @@
+"""The BentoML service through its ASGI app (in process): routes, status codes, auth, model info.
+
+Models are packaged into a temporary BentoML store (never ~/bentoml) with `serving.model_store`, the
+code `winback package` runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import pytest
+
+from conftest_service import CATALOG, CHURN_FEATURES, CHURN_RUN_ID, UPLIFT_RUN_ID, feature_table, write_models
+from serving import online
+from serving.model_store import CHURN, UPLIFT, import_mlflow_model, load_runtime
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("service_asgi")]  # one app per process
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory):
+    """Fixture models imported into a BentoML store under a temp dir, set as the process's store."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml._internal.models import ModelStore
+
+    root = tmp_path_factory.mktemp("service")
+    home = root / "bentoml"
+    (home / "models").mkdir(parents=True)
+    overridden = [BentoMLContainer.bentoml_home, BentoMLContainer.model_store_dir, BentoMLContainer.model_store]
+    BentoMLContainer.bentoml_home.set(str(home))
+    BentoMLContainer.model_store_dir.set(str(home / "models"))
+    BentoMLContainer.model_store.set(ModelStore(home / "models"))
+    table = feature_table()
+    churn_dir, uplift_dir = write_models(root, table)
+    tags = [import_mlflow_model(CHURN, str(churn_dir)).tag, import_mlflow_model(UPLIFT, str(uplift_dir)).tag]
+    features = root / "features.parquet"
+    table.to_parquet(features)
+    yield {"tags": tags, "features": features, "table": table,
+           "churn": load_runtime(CHURN, churn_dir), "uplift": load_runtime(UPLIFT, uplift_dir)}
+    for provider in overridden:
+        provider.reset()
+
+
+@pytest.fixture(scope="module")
+def app(packaged):
+    """One ASGI app per module (its metrics register once per process); each client restarts it."""
+    from serving.service import Winback
+
+    return Winback.to_asgi()
+
+
+@pytest.fixture
+def client_with(app, monkeypatch):
+    """`client_with(**env)`: a TestClient whose service instance starts with that environment."""
+    from starlette.testclient import TestClient
+
+    @contextlib.contextmanager
+    def make(**env):
+        monkeypatch.delenv("WINBACK_API_TOKEN", raising=False)
+        monkeypatch.delenv("WINBACK_FEATURES", raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, str(value))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            with TestClient(app) as client:
+                yield client
+
+    return make
+
+
+def body(table, rows, **extra) -> dict:
+    from test_service_online import record
+
+    return {"customers": [{"customer_id": table["customer_id"].iloc[i], "features": record(table, i)} for i in rows],
+            **extra}
+
+
+def test_score_answers_what_the_runtime_computes(packaged, client_with):
+    table = packaged["table"]
+    with client_with() as client:
+        response = client.post("/score", json=body(table, [0, 1, 2]))
+    assert response.status_code == 200
+    scores = response.json()["scores"]
+    from test_service_online import customers
+
+    expected = online.score_rows(packaged["churn"], customers(table, [0, 1, 2]))
+    assert scores == expected
+    assert [s["customer_id"] for s in scores] == ["c0", "c1", "c2"]
+    assert all(len(s["reasons"]) == 3 for s in scores)
+
+
+def test_recommend_with_max_sends_sends_at_most_that_many(packaged, client_with):
+    with client_with() as client:
+        free = client.post("/recommend", json=body(packaged["table"], range(40))).json()["recommendations"]
+        capped = client.post("/recommend", json=body(packaged["table"], range(40), max_sends=1)).json()
+    sends = [r for r in capped["recommendations"] if r["incentive"] != CATALOG.control]
+    assert len(sends) == 1 < sum(r["incentive"] != CATALOG.control for r in free)
+    assert set(capped["recommendations"][0]["uplift"]) == set(CATALOG.arms)
+
+
+def test_customer_without_features_is_looked_up_in_the_snapshot(packaged, client_with):
+    table = packaged["table"]
+    with client_with(WINBACK_FEATURES=packaged["features"]) as client:
+        by_id = client.post("/score", json={"customers": [{"customer_id": "c5"}, {"customer_id": "c9"}]})
+        inline = client.post("/score", json=body(table, [5, 9]))
+        unknown = client.post("/recommend", json={"customers": [{"customer_id": "c5"}, {"customer_id": "zz9"}]})
+    assert by_id.status_code == 200
+    assert by_id.json() == inline.json()
+    assert unknown.status_code == 422
+    assert "customers[1].customer_id: unknown customer 'zz9'" in unknown.json()["error"]
+
+
+def test_model_info_names_versions_run_ids_features_and_arms(packaged, client_with):
+    with client_with(WINBACK_FEATURES=packaged["features"]) as client:
+        info = client.get("/model-info").json()
+    assert [m["bento_tag"] for m in info["models"]] == [str(t) for t in packaged["tags"]]
+    assert [m["mlflow_run_id"] for m in info["models"]] == [CHURN_RUN_ID, UPLIFT_RUN_ID]
+    assert info["churn_features"] == CHURN_FEATURES
+    assert info["arms"] == CATALOG.arms and info["control"] == "none"
+    assert info["snapshot_customers"] == 400
+
+
+def _missing(features):
+    return {k: v for k, v in features.items() if k != "frequency"}
+
+
+BAD = {  # case → (how to break a valid one-customer body, status, text the answer must contain)
+    "missing feature": (lambda b: b["customers"][0].update(features=_missing(b["customers"][0]["features"])),
+                        422, "customers[0].features.frequency: missing feature"),
+    "text for a number": (lambda b: b["customers"][0]["features"].update(recency_days="forty"),
+                          422, "customers[0].features.recency_days: expected a number"),
+    "object for a number": (lambda b: b["customers"][0]["features"].update(recency_days={"v": 1}),
+                            400, '"recency_days"'),
+    "empty list": (lambda b: b.update(customers=[]), 400, "at least 1 item"),
+    "over 10,000 customers": (lambda b: b.update(customers=b["customers"] * 10_001), 400, "at most 10000"),
+    "unknown field": (lambda b: b["customers"][0].update(nickname="Al"), 400, '"nickname"'),
+    "unknown top-level field": (lambda b: b.update(dry_run=True), 400, '"dry_run"'),
+    "no customer_id": (lambda b: b["customers"][0].pop("customer_id"), 400, '"customer_id"'),
+    "lookup without snapshot": (lambda b: b["customers"][0].pop("features"), 422, "WINBACK_FEATURES"),
+}
+
+
+@pytest.mark.parametrize("route", ["/score", "/recommend"])
+def test_bad_input_is_a_4xx_naming_the_field(packaged, client_with, route):
+    with client_with() as client:
+        for case, (breakit, status, text) in BAD.items():
+            request = body(packaged["table"], [0])
+            breakit(request)
+            response = client.post(route, json=request)
+            assert (response.status_code, case) == (status, case)
+            assert text in response.text, case
+        not_json = client.post(route, content=b"{customers:", headers={"content-type": "application/json"})
+        assert not_json.status_code == 400
+
+
+def test_null_values_and_unseen_categories_are_answered(packaged, client_with):
+    request = body(packaged["table"], [0])
+    request["customers"][0]["features"].update(overdue_ratio=None, top_category="spaceships")
+    with client_with() as client:
+        assert client.post("/score", json=request).status_code == 200
+        assert client.post("/recommend", json=request).status_code == 200
+
+
+def test_token_guards_every_endpoint_but_health_checks(packaged, client_with):
+    request = body(packaged["table"], [0])
+    with client_with(WINBACK_API_TOKEN="s3cret") as client:
+        assert client.post("/score", json=request).status_code == 401
+        assert client.post("/score", json=request, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert client.get("/model-info").status_code == 401
+        assert client.get("/docs.json").status_code == 401
+        assert client.get("/livez").status_code == 200 and client.get("/readyz").status_code == 200
+        ok = {"Authorization": "Bearer s3cret"}
+        assert client.post("/recommend", json=request, headers=ok).status_code == 200
+        assert client.get("/model-info", headers=ok).status_code == 200
+
+
+def test_without_a_token_no_header_is_needed(packaged, client_with):
+    with client_with() as client:
+        assert client.post("/score", json=body(packaged["table"], [0])).status_code == 200
+        assert client.get("/model-info").status_code == 200
+
+
+def test_openapi_document_describes_both_endpoints_and_model_info(packaged, client_with):
+    with client_with() as client:
+        paths = client.get("/docs.json").json()["paths"]
+    assert {"/score", "/recommend", "/model-info"} <= set(paths)
+    schema = paths["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert schema["properties"]["customers"]["maxItems"] == 10_000

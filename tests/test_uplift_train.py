@@ -1,0 +1,156 @@
+"""Model: `winback train uplift` on the simulator — JSON contract, MLflow run tree, artifacts, pyfunc, registry."""
+
+import json
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.build import build_features
+from features.contracts import normalize_profiles, normalize_transactions
+from features.simulate import simulate, write_simulation
+from serving.batch_recommend import recommendation_frame
+from serving.uplift_runtime import load_uplift_runtime
+from winback.cli import app
+
+pytestmark = pytest.mark.slow
+AS_OF = "2025-12-31"
+TRIALS = 3
+
+
+def _train(directory, json_name, trials=TRIALS, extra=()):
+    args = ["train", "uplift", "--campaign", str(directory / "campaign.parquet"), "--treatment-col", "incentive",
+            "--control", "no_contact", "--outcome", "converted", "--revenue-col", "revenue",
+            "--transactions", str(directory / "transactions.parquet"),
+            "--profiles", str(directory / "customers.parquet"), "--as-of", AS_OF,
+            "--catalog", str(directory / "incentives.yaml"), "--trials", str(trials), "--seed", "5",
+            "--register-as", "sim-uplift", "--json-out", str(directory / json_name), *extra]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return json.loads((directory / json_name).read_text())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("uplift")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(directory)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{directory}/mlflow.db")
+        sim = simulate(customers=3000, seed=11)
+        write_simulation(sim, directory)
+        result = _train(directory, "uplift.json")
+        yield directory, sim, result
+
+
+def test_json_holds_the_contract_fields(trained):
+    _, sim, result = trained
+    arms = [item["name"] for item in sim.catalog["incentives"]]
+    assert set(result) == {"run_id", "model_uri", "registered", "arms", "learner", "best_params", "validation"}
+    assert result["arms"] == arms
+    assert result["learner"] in {"two_models", "solo_model"}  # a revenue outcome rules out class transformation
+    v = result["validation"]
+    assert v["n"] == 900  # 30 % of 3,000
+    for section in ("qini_auc", "uplift_auc", "uplift_at_30"):
+        assert set(v[section]) == set(arms)
+    policies = {"model", "argmax_uplift", "control", "random", *(f"all:{a}" for a in arms)}
+    assert set(v["policy_value"]) == policies and set(v["net_policy_value"]) == policies
+    assert v["net_policy_value"]["control"] == 0.0
+    assert result["registered"]["alias"] == "champion" and result["registered"]["version"] == "1"
+
+
+def test_all_arm_policy_value_is_that_arms_observed_conversion_rate(trained):
+    _, sim, result = trained
+    v = result["validation"]
+    rates = sim.campaign.groupby("incentive")["converted"].mean()
+    for arm, rate in rates.items():
+        key = "control" if arm == "no_contact" else f"all:{arm}"
+        assert abs(v["policy_value"][key] - rate) < 0.05  # validation rows are a 30 % stratified sample
+
+
+def test_parent_run_has_one_nested_run_per_trial_and_the_plots(trained):
+    directory, _, result = trained
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{directory}/mlflow.db")
+        mlflow.set_tracking_uri(f"sqlite:///{directory}/mlflow.db")
+        client = mlflow.MlflowClient()
+        run = client.get_run(result["run_id"])
+        children = client.search_runs([run.info.experiment_id],
+                                      filter_string=f"tags.mlflow.parentRunId = '{result['run_id']}'")
+        artifacts = {f.path for f in client.list_artifacts(result["run_id"])}
+        plots = {f.path for f in client.list_artifacts(result["run_id"], "plots")}
+    assert len(children) == TRIALS
+    assert {c.data.tags["trial_state"] for c in children} <= {"complete", "pruned"}
+    assert {"catalog.yaml", "validation.json", "uplift_result.json", "plots"} <= artifacts
+    assert plots == {"plots/qini_curves.png", "plots/uplift_by_decile.png", "plots/policy_values.png"}
+    assert run.data.params["data_hash"] and run.data.tags["command"] == "train uplift"
+    assert run.data.metrics["net_policy_value.control"] == 0.0
+
+
+def _customers(directory):
+    tx = normalize_transactions(pd.read_parquet(directory / "transactions.parquet"), as_of=AS_OF)
+    profiles = normalize_profiles(pd.read_parquet(directory / "customers.parquet"))
+    return build_features(tx, pd.Timestamp(AS_OF), profiles).reset_index()
+
+
+def test_packaged_pyfunc_predicts_what_the_in_memory_runtime_predicts(trained):
+    directory, _, result = trained
+    customers = _customers(directory).head(300)
+    mlflow.set_tracking_uri(f"sqlite:///{directory}/mlflow.db")
+    packaged = mlflow.pyfunc.load_model(result["model_uri"]).predict(customers)
+    runtime = load_uplift_runtime(result["model_uri"])
+    expected = recommendation_frame(runtime.predict_frame(customers), customers["customer_id"], with_net_values=True)
+    pd.testing.assert_frame_equal(packaged.reset_index(drop=True), expected)
+    assert runtime.metadata["run_id"] == result["run_id"]
+
+
+def test_recommend_from_the_registered_champion_writes_one_row_per_customer(trained):
+    directory, sim, result = trained
+    customers = _customers(directory)
+    customers.to_parquet(directory / "customers_features.parquet")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{directory}/mlflow.db")
+        out = CliRunner().invoke(app, ["recommend", "--model", "models:/sim-uplift@champion",
+                                       "--input", str(directory / "customers_features.parquet"),
+                                       "--max-sends", "100", "--output", str(directory / "recs.csv")])
+    assert out.exit_code == 0, out.output
+    recs = pd.read_csv(directory / "recs.csv")
+    arms = [item["name"] for item in sim.catalog["incentives"]]
+    assert list(recs.columns) == ["customer_id", "incentive", "expected_net_value", *(f"uplift:{a}" for a in arms)]
+    assert len(recs) == len(customers)
+    assert (recs["incentive"] != "no_contact").sum() <= 100
+
+
+def test_retraining_on_the_same_data_and_seed_keeps_the_champion_alias(trained):
+    directory, _, first = trained
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(directory)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{directory}/mlflow.db")
+        second = _train(directory, "again.json")
+    # equal validation net value (same data, same seed) is "at least the champion's": promoted
+    assert second["registered"]["version"] == "2"
+    assert second["registered"]["champion_score"] == pytest.approx(
+        second["validation"]["net_policy_value"]["model"])
+    assert second["registered"]["alias"] == "champion"
+    assert np.isclose(first["validation"]["net_policy_value"]["model"],
+                      second["validation"]["net_policy_value"]["model"])
+
+
+def test_outcome_columns_of_a_campaign_log_are_not_taken_as_features():
+    from training.uplift_data import outcome_like_columns
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    visit = rng.random(n) < 0.2
+    conversion = visit & (rng.random(n) < 0.3)  # converting needs a visit
+    frame = pd.DataFrame({
+        "recency": rng.integers(1, 13, n),
+        "womens": rng.integers(0, 2, n),
+        "conversion": conversion.astype(int),
+        "spend": np.where(conversion, rng.gamma(2.0, 50.0, n), 0.0),
+        "channel": rng.choice(["web", "phone"], n),
+    })
+    assert outcome_like_columns(frame, visit) == ["conversion", "spend"]
+    as_outcome = frame.drop(columns="conversion").assign(visit=visit.astype(int))
+    assert outcome_like_columns(as_outcome, conversion) == ["spend", "visit"]

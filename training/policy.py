@@ -1,0 +1,80 @@
+"""Offline policy value: what a targeting policy would have earned per customer, from logged experiment data.
+
+Actions are column indices 0..m-1 (0 = control in this project). A policy is an (n, m) matrix of
+action probabilities per customer (one-hot for a deterministic policy). Pure functions; inputs are
+checked the way scikit-uplift's metrics check theirs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _check(rewards, actions, propensities, policy) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    rewards = np.asarray(rewards, dtype=np.float64)
+    actions = np.asarray(actions)
+    propensities = np.asarray(propensities, dtype=np.float64)
+    policy = np.asarray(policy, dtype=np.float64)
+    n = len(rewards)
+    if n == 0:
+        raise ValueError("policy value needs at least one logged row")
+    if policy.ndim != 2:
+        raise ValueError(f"policy must be an (n, m) matrix of action probabilities, got shape {policy.shape}")
+    if not (len(actions) == len(propensities) == policy.shape[0] == n):
+        raise ValueError(f"inconsistent lengths: rewards {n}, actions {len(actions)}, "
+                         f"propensities {len(propensities)}, policy {policy.shape[0]}")
+    if not np.issubdtype(actions.dtype, np.integer) or actions.min() < 0 or actions.max() >= policy.shape[1]:
+        raise ValueError(f"actions must be integers in 0..{policy.shape[1] - 1}")
+    if not np.all((propensities > 0) & (propensities <= 1)):
+        raise ValueError("propensities must be in (0, 1]")
+    if np.any(policy < 0) or not np.allclose(policy.sum(axis=1), 1.0):
+        raise ValueError("each policy row must be a probability distribution over actions")
+    if not np.all(np.isfinite(rewards)):
+        raise ValueError("rewards must be finite")
+    return rewards, actions.astype(np.int64), propensities, policy
+
+
+def deterministic_policy(choice: np.ndarray, n_actions: int) -> np.ndarray:
+    """One-hot (n, n_actions) policy matrix from one action index per customer."""
+    choice = np.asarray(choice, dtype=np.int64)
+    out = np.zeros((len(choice), n_actions))
+    out[np.arange(len(choice)), choice] = 1.0
+    return out
+
+
+def ipw_value(rewards, actions, propensities, policy, self_normalized: bool = True) -> float:
+    """Inverse-propensity-weighted value of `policy` per customer.
+
+    Weight w_i = policy[i, a_i] / e_i. Self-normalised (Σ w·r / Σ w, lower variance, the default) or
+    plain (mean of w·r). Self-normalised "everyone gets arm a" in a randomised trial is exactly that
+    arm's observed mean.
+    """
+    rewards, actions, propensities, policy = _check(rewards, actions, propensities, policy)
+    weights = policy[np.arange(len(actions)), actions] / propensities
+    if not self_normalized:
+        return float(np.mean(weights * rewards))
+    total = weights.sum()
+    if total == 0:
+        raise ValueError("the policy never takes a logged action; its value cannot be estimated")
+    return float(np.sum(weights * rewards) / total)
+
+
+def dr_value(rewards, actions, propensities, policy, predicted_rewards) -> float:
+    """Doubly-robust value: the model's predicted reward under the policy, corrected by the
+    propensity-weighted residual on the logged action. Unbiased if either the propensities or the
+    reward model are right."""
+    rewards, actions, propensities, policy = _check(rewards, actions, propensities, policy)
+    predicted = np.asarray(predicted_rewards, dtype=np.float64)
+    if predicted.shape != policy.shape:
+        raise ValueError(f"predicted_rewards has shape {predicted.shape}, expected {policy.shape}")
+    rows = np.arange(len(actions))
+    direct = np.sum(policy * predicted, axis=1)
+    correction = policy[rows, actions] / propensities * (rewards - predicted[rows, actions])
+    return float(np.mean(direct + correction))
+
+
+def observed_propensities(actions, n_actions: int) -> np.ndarray:
+    """Propensity of each row's logged action, estimated by the observed action shares."""
+    actions = np.asarray(actions, dtype=np.int64)
+    shares = np.bincount(actions, minlength=n_actions) / len(actions)
+    return shares[actions]

@@ -1,0 +1,180 @@
+"""`winback train uplift`: tune, fit, evaluate and package the incentive model, tracked in MLflow.
+
+Run tree: one parent run per command, one nested run per Optuna trial. The final runtime is fitted
+on the training split with the best trial's learner and parameters, evaluated on the held-out split
+(arm × outcome stratified), logged as one MLflow pyfunc (models from code) and optionally registered.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from features.errors import DataError
+from serving.catalog import dump_catalog
+from serving.encoding import FeatureEncoder
+from serving.uplift_runtime import UpliftRuntime, load_uplift_runtime
+from training.tracking import TrackingSettings, frame_hash, register_and_promote, reproducibility_tags
+from training.uplift_data import CampaignData, UpliftConfig, load_campaign, stratified_split
+from training.uplift_eval import arm_metrics, policies_from_prediction, policy_table
+from training.uplift_learners import fit_runtime
+from training.uplift_report import plot_deciles, plot_policy_values, plot_qini
+from training.uplift_tuning import TuningData, allowed_learners, tune
+
+PYFUNC_FILE = Path(__file__).resolve().parents[1] / "serving" / "uplift_pyfunc.py"
+CODE_PATHS = [str(Path(__file__).resolve().parents[1] / name) for name in ("features", "serving")]
+CHURN_TOP_SHARE = 0.3
+
+
+def metric_key(*parts: str) -> str:
+    """An MLflow-safe metric name from arm and policy names."""
+    return re.sub(r"[^\w./ -]", "_", ".".join(parts))
+
+
+def _churn_policy(churn_model: str, frame, best_arm: int) -> np.ndarray | None:
+    """Send `best_arm` to the top 30 % by the churn model's probability, others nothing (None if unusable)."""
+    try:
+        from serving.churn_runtime import load_churn_runtime
+    except ImportError:
+        return None
+    try:
+        churn = load_churn_runtime(churn_model)
+        risk = np.asarray(churn.predict_proba(churn.encoder.transform(frame)), dtype=np.float64)
+    except DataError:
+        return None
+    top = risk >= np.quantile(risk, 1.0 - CHURN_TOP_SHARE)
+    return np.where(top, best_arm + 1, 0)
+
+
+def net_policy_value_of(runtime: UpliftRuntime, data: CampaignData, rows: np.ndarray, config: UpliftConfig) -> float:
+    """Net IPW policy value of a runtime's decisions on these rows, at this run's catalogue costs."""
+    prediction = runtime.predict(runtime.encoder.transform(data.frame.iloc[rows]), config.catalog)
+    table = policy_table(prediction, data.y[rows], None if data.revenue is None else data.revenue[rows],
+                         data.arm[rows], data.propensity[rows], config.catalog,
+                         {"model": prediction.decision + 1})
+    return table["net_policy_value"]["model"]
+
+
+def _champion_score(data: CampaignData, rows: np.ndarray, config: UpliftConfig):
+    def score(model_uri: str) -> float:
+        try:
+            return net_policy_value_of(load_uplift_runtime(model_uri), data, rows, config)
+        except DataError:
+            return float("-inf")  # a champion that cannot score this data (other arms / features) is replaced
+    return score
+
+
+def evaluate_runtime(runtime: UpliftRuntime, data: CampaignData, rows: np.ndarray,
+                     config: UpliftConfig) -> tuple[dict, object]:
+    """The `validation` section of the JSON for held-out `rows`, and the prediction behind it."""
+    frame = data.frame.iloc[rows]
+    prediction = runtime.predict(runtime.encoder.transform(frame))
+    y, arm = data.y[rows], data.arm[rows]
+    revenue = None if data.revenue is None else data.revenue[rows]
+    policies = policies_from_prediction(prediction)
+    metrics = arm_metrics(y, arm, prediction.uplift, runtime.arms)
+    table = policy_table(prediction, y, revenue, arm, data.propensity[rows], config.catalog, policies)
+    if config.churn_model:
+        best = max(range(len(runtime.arms)), key=lambda j: table["net_policy_value"][f"all:{runtime.arms[j]}"])
+        churn = _churn_policy(config.churn_model, frame, best)
+        if churn is not None:
+            policies[f"churn_top30:{runtime.arms[best]}"] = churn
+            table = policy_table(prediction, y, revenue, arm, data.propensity[rows], config.catalog, policies)
+    return {"n": int(len(rows)), **metrics, **table}, prediction
+
+
+def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None) -> dict:
+    """Run the whole command; returns the JSON document written to `config.json_out`."""
+    import mlflow
+
+    data = load_campaign(config)
+    train_rows, test_rows = stratified_split(data.arm, data.y, config.test_size, config.seed)
+    fit_rows, valid_rows = stratified_split(data.arm, data.y, 0.25, config.seed, rows=train_rows)
+    encoder = FeatureEncoder(data.features).fit(data.frame.iloc[train_rows])
+    X = encoder.transform(data.frame)
+    learners = allowed_learners(data.arm[train_rows], len(config.catalog.arms), data.revenue is not None)
+    tuning = TuningData(X[fit_rows], data.arm[fit_rows], data.y[fit_rows],
+                        X[valid_rows], data.arm[valid_rows], data.y[valid_rows])
+
+    tracking.activate()
+    with mlflow.start_run(run_name="uplift") as run, tempfile.TemporaryDirectory() as tmp:
+        mlflow.set_tags({**reproducibility_tags(), "command": "train uplift", "outcome": config.outcome})
+        mlflow.log_params({
+            "campaign": str(config.campaign), "treatment_col": config.treatment_col, "control": config.control,
+            "outcome": config.outcome, "revenue_col": config.revenue_col, "features": ",".join(data.features),
+            "as_of": None if config.as_of is None else str(config.as_of.date()), "seed": config.seed,
+            "trials": config.trials, "timeout": config.timeout, "learners": ",".join(learners),
+            "data_hash": frame_hash(data.frame), "rows": len(data.frame), "rows_train": len(train_rows),
+            "rows_validation": len(test_rows), "arms": ",".join(config.catalog.arms),
+        })
+
+        def log_trial(number: int, learner: str, params: dict, qini: dict, state: str) -> None:
+            with mlflow.start_run(run_name=f"trial-{number}", nested=True):
+                mlflow.set_tag("trial_state", state)
+                mlflow.log_params({"learner": learner, **params})
+                for arm, value in qini.items():
+                    mlflow.log_metric(metric_key("qini_auc", arm), value)
+                if state == "complete":
+                    mlflow.log_metric("mean_qini_auc", float(np.mean(list(qini.values()))))
+            if on_trial is not None:
+                on_trial(number, state)
+
+        study = tune(tuning, encoder, config.catalog, learners, config.seed, config.trials, config.timeout, log_trial)
+        best = study.best_trial
+        learner = best.params["learner"]
+        params = {k: v for k, v in best.params.items() if k != "learner"}
+        mlflow.log_params({"best_learner": learner, **{f"best_{k}": v for k, v in params.items()}})
+        mlflow.log_metric("tuning_mean_qini_auc", best.value)
+
+        metadata = {"run_id": run.info.run_id, "arms": config.catalog.arms, "learner": learner,
+                    "params": params, "outcome": config.outcome, "revenue_col": config.revenue_col,
+                    "treatment_col": config.treatment_col, "id_col": config.id_col}
+        runtime = fit_runtime(X[train_rows], data.arm[train_rows], data.y[train_rows], encoder, config.catalog,
+                              learner, params, config.seed,
+                              None if data.revenue is None else data.revenue[train_rows], metadata)
+        validation, prediction = evaluate_runtime(runtime, data, test_rows, config)
+        _log_validation(validation, prediction, data, test_rows, runtime, Path(tmp))
+
+        runtime_dir = runtime.save(Path(tmp) / "runtime")
+        info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_FILE),
+                                       artifacts={"runtime": str(runtime_dir)}, code_paths=CODE_PATHS)
+        registered = None
+        if config.register_as:
+            registered = register_and_promote(info.model_uri, config.register_as,
+                                              validation["net_policy_value"]["model"],
+                                              _champion_score(data, test_rows, config), "net_policy_value")
+            mlflow.set_tag("registered_alias", registered["alias"])
+        result = {"run_id": run.info.run_id, "model_uri": info.model_uri, "registered": registered,
+                  "arms": config.catalog.arms, "learner": learner, "best_params": params,
+                  "validation": validation}
+        mlflow.log_dict(result, "uplift_result.json")
+    config.json_out.parent.mkdir(parents=True, exist_ok=True)
+    config.json_out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _log_validation(validation: dict, prediction, data: CampaignData, rows: np.ndarray,
+                    runtime: UpliftRuntime, tmp: Path) -> None:
+    import mlflow
+
+    for section in ("qini_auc", "uplift_auc", "uplift_at_30"):
+        for arm, value in validation[section].items():
+            mlflow.log_metric(metric_key(section, arm), value)
+    for section in ("policy_value", "net_policy_value", "policy_value_dr", "net_policy_value_dr",
+                    "revenue_policy_value"):
+        for policy, value in validation.get(section, {}).items():
+            mlflow.log_metric(metric_key(section, policy), value)
+    mlflow.log_metric("mean_qini_auc", float(np.mean(list(validation["qini_auc"].values()))))
+    plots = tmp / "plots"
+    plots.mkdir()
+    y, arm = data.y[rows], data.arm[rows]
+    plot_qini(y, arm, prediction.uplift, runtime.arms, validation["qini_auc"], plots / "qini_curves.png")
+    plot_deciles(y, arm, prediction.uplift, runtime.arms, plots / "uplift_by_decile.png")
+    plot_policy_values(validation["policy_value"], validation["net_policy_value"], plots / "policy_values.png")
+    mlflow.log_artifacts(str(plots), "plots")
+    mlflow.log_artifact(str(dump_catalog(runtime.catalog, tmp / "catalog.yaml")))
+    mlflow.log_dict(validation, "validation.json")

@@ -1,0 +1,173 @@
+"""The campaign table for uplift training: validated once, features joined, split by arm × outcome."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import train_test_split
+
+from features.errors import DataError
+from features.io import read_table
+from serving.catalog import Catalog
+from serving.decision import CONTROL
+
+PROPENSITY_COLUMN = "propensity"
+
+
+@dataclass(frozen=True)
+class UpliftConfig:
+    """Everything `winback train uplift` was asked to do; built by the CLI, passed down."""
+
+    campaign: Path
+    treatment_col: str
+    control: str
+    outcome: str
+    catalog: Catalog
+    catalog_path: Path
+    json_out: Path
+    revenue_col: str | None = None
+    id_col: str = "customer_id"
+    features: tuple[str, ...] | None = None
+    transactions: Path | None = None
+    profiles: Path | None = None
+    as_of: pd.Timestamp | None = None
+    trials: int = 20
+    timeout: float | None = None
+    seed: int = 42
+    experiment: str = "winback-uplift"
+    register_as: str | None = None
+    churn_model: str | None = None
+    test_size: float = 0.3
+
+
+@dataclass(frozen=True)
+class CampaignData:
+    frame: pd.DataFrame          # features + outcome columns, one row per targeted customer
+    features: list[str]
+    arm: np.ndarray              # 0..k-1 = catalogue incentives, −1 = control
+    y: np.ndarray
+    revenue: np.ndarray | None
+    propensity: np.ndarray       # probability of the arm each row received
+
+
+def outcome_like_columns(frame: pd.DataFrame, y: np.ndarray, min_rows: int = 20) -> list[str]:
+    """Numeric columns whose being non-zero exactly implies the outcome, or is implied by it.
+
+    Such a column (e.g. `spend` or `conversion` next to `visit` in a campaign log) was measured after
+    the treatment; using it as a feature would leak the outcome. A pre-treatment attribute almost
+    never determines a noisy outcome exactly on many rows, so this check keeps real features.
+    """
+    y = np.asarray(y).astype(bool)
+    if y.sum() < min_rows or (~y).sum() < min_rows:
+        return []
+    leaks = []
+    for name in frame.columns:
+        col = frame[name]
+        if not (pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col)):
+            continue
+        nonzero = (pd.to_numeric(col, errors="coerce").fillna(0).to_numpy() != 0)
+        n_nonzero, n_zero = int(nonzero.sum()), int((~nonzero).sum())
+        if n_nonzero < min_rows or n_zero < min_rows:
+            continue
+        if y[nonzero].all() or not y[~nonzero].any():
+            leaks.append(str(name))
+    return leaks
+
+
+def _binary(series: pd.Series, name: str) -> np.ndarray:
+    values = pd.to_numeric(series, errors="coerce")
+    if values.isna().any() or not values.isin([0, 1]).all():
+        raise DataError(f"column {name!r}: the outcome must be 0/1 for every row")
+    return values.to_numpy(dtype=np.int64)
+
+
+def _join_transaction_features(frame: pd.DataFrame, config: UpliftConfig) -> tuple[pd.DataFrame, list[str]]:
+    from features.build import build_features
+    from features.contracts import normalize_profiles, normalize_transactions
+
+    if config.as_of is None:
+        raise DataError("--transactions needs --as-of (the cutoff for point-in-time features)")
+    if config.id_col not in frame.columns:
+        raise DataError(f"--id-col: column {config.id_col!r} not in the campaign table (needed to join features)")
+    transactions = normalize_transactions(read_table(config.transactions), as_of=config.as_of)
+    profiles = normalize_profiles(read_table(config.profiles)) if config.profiles is not None else None
+    built = build_features(transactions, config.as_of, profiles=profiles)
+    built = built.drop(columns=[c for c in built.columns if c in frame.columns])
+    extra = built.reindex(frame[config.id_col].astype(str).to_numpy())  # customers without history: NaN
+    extra.index = frame.index
+    joined = pd.concat([frame, extra], axis=1)
+    return joined, list(built.columns)
+
+
+def load_campaign(config: UpliftConfig) -> CampaignData:
+    """Read, check against the catalogue, join point-in-time features, encode arms and outcomes."""
+    frame = read_table(config.campaign)
+    needed = [config.treatment_col, config.outcome] + ([config.revenue_col] if config.revenue_col else [])
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise DataError(f"{config.campaign}: column(s) {', '.join(map(repr, missing))} not found; "
+                        f"columns are: {', '.join(map(str, frame.columns))}")
+    if config.control != config.catalog.control:
+        raise DataError(f"--control {config.control!r} differs from the catalogue's control "
+                        f"{config.catalog.control!r}")
+    if config.revenue_col is None and config.catalog.outcome_value is None:
+        raise DataError(f"{config.catalog_path}: outcome_value is required unless --revenue-col is given")
+    arms_text = frame[config.treatment_col].astype("string")
+    if arms_text.isna().any():
+        raise DataError(f"column {config.treatment_col!r}: missing arm in {int(arms_text.isna().sum())} row(s)")
+    config.catalog.check_arms(arms_text.unique(), source=f"column {config.treatment_col!r}")
+    lookup = {name: j for j, name in enumerate(config.catalog.arms)} | {config.control: CONTROL}
+    arm = arms_text.map(lookup).to_numpy(dtype=np.int64)
+    y = _binary(frame[config.outcome], config.outcome)
+    revenue = None
+    if config.revenue_col:
+        revenue_values = pd.to_numeric(frame[config.revenue_col], errors="coerce")
+        if revenue_values.isna().any():
+            raise DataError(f"column {config.revenue_col!r}: revenue must be a number for every row")
+        revenue = revenue_values.to_numpy(dtype=np.float64)
+    if PROPENSITY_COLUMN in frame.columns:
+        propensity = pd.to_numeric(frame[PROPENSITY_COLUMN], errors="coerce").to_numpy(dtype=np.float64)
+        if np.isnan(propensity).any() or not np.all((propensity > 0) & (propensity <= 1)):
+            raise DataError(f"column {PROPENSITY_COLUMN!r}: propensities must be in (0, 1]")
+    else:
+        shares = np.bincount(arm + 1, minlength=len(config.catalog.arms) + 1) / len(arm)
+        propensity = shares[arm + 1]
+    reserved = {config.treatment_col, config.outcome, config.revenue_col, config.id_col, PROPENSITY_COLUMN}
+    built: list[str] = []
+    if config.transactions is not None:
+        frame, built = _join_transaction_features(frame, config)
+    if config.features is not None:
+        features = list(config.features)
+        unknown = [f for f in features if f not in frame.columns]
+        if unknown:
+            raise DataError(f"--features: column(s) {', '.join(map(repr, unknown))} not found")
+        features += [b for b in built if b not in features]
+        clash = [f for f in features if f in reserved]
+        if clash:
+            raise DataError(f"--features: {', '.join(clash)} is the treatment, an outcome or the id, not a feature")
+    elif config.transactions is not None:
+        features = built  # the campaign table is then the log (arm, outcomes), not customer attributes
+    else:
+        candidates = [c for c in frame.columns if c not in reserved
+                      and not pd.api.types.is_datetime64_any_dtype(frame[c])]
+        leaks = outcome_like_columns(frame[candidates], y)
+        if leaks:
+            warnings.warn(f"left out of the features because they determine the outcome (measured after the "
+                          f"campaign?): {', '.join(leaks)}; name them in --features to keep them", stacklevel=2)
+        features = [c for c in candidates if c not in leaks]
+    if not features:
+        raise DataError("no feature columns: give --features or --transactions/--as-of")
+    return CampaignData(frame.reset_index(drop=True), features, arm, y, revenue, propensity)
+
+
+def stratified_split(arm: np.ndarray, y: np.ndarray, test_size: float, seed: int,
+                     rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices (train, test) stratified by arm × outcome, seeded."""
+    rows = np.arange(len(arm)) if rows is None else rows
+    strata = (arm[rows] + 1) * 2 + y[rows]
+    train, test = train_test_split(rows, test_size=test_size, random_state=seed, stratify=strata)
+    return np.sort(train), np.sort(test)

@@ -1,0 +1,126 @@
+"""Per-arm uplift learners: scikit-uplift models around LightGBM, assembled into the serving runtime.
+
+Each incentive is learned against the control rows only (binary treatment, as scikit-uplift
+requires). The fitted LightGBM boosters are taken out of the scikit-uplift wrappers and handed to
+`serving.uplift_runtime.UpliftRuntime`, which is the single place that turns them into uplift.
+scikit-uplift is used for its models and metrics only (its pipelines and viz break with current
+scikit-learn).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+from sklift.models import ClassTransformation, SoloModel, TwoModels
+
+from serving.catalog import Catalog
+from serving.encoding import FeatureEncoder
+from serving.uplift_runtime import UpliftRuntime
+
+LEARNERS = ("two_models", "solo_model", "class_transformation")
+
+
+def lgbm_params(params: Mapping, seed: int) -> dict:
+    """LightGBM constructor arguments from tuned parameters: seeded, quiet, deterministic."""
+    out = {"n_estimators": 100, "learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 20,
+           "verbose": -1, "random_state": seed, "deterministic": True, "n_jobs": 2}
+    out.update(params)
+    if out.get("colsample_bytree", 1.0) < 1.0 or out.get("subsample", 1.0) < 1.0:
+        out.setdefault("subsample_freq", 1)
+    return out
+
+
+def _estimator(params: Mapping, seed: int, regression: bool):
+    cls = lgb.LGBMRegressor if regression else lgb.LGBMClassifier
+    return cls(**lgbm_params(params, seed))
+
+
+def class_transformation_applies(treated_share: float) -> bool:
+    """The class-transformation identity uplift = 2·P(z=1) − 1 assumes a 50/50 treatment split."""
+    return 0.4 <= treated_share <= 0.6
+
+
+@dataclass(frozen=True)
+class ArmFit:
+    """Boosters of one arm-vs-control learner: role → booster ('treated', 'control', 'model')."""
+
+    kind: str
+    boosters: dict[str, lgb.Booster]
+
+
+def fit_arm(kind: str, X: np.ndarray, treatment: np.ndarray, y: np.ndarray, params: Mapping, seed: int,
+            categorical: list[int], regression: bool = False) -> ArmFit:
+    """Fit one scikit-uplift learner on this arm's rows + control rows (`treatment` is 1/0)."""
+    fit_params = {"categorical_feature": categorical} if categorical else {}
+    if kind == "two_models":
+        model = TwoModels(_estimator(params, seed, regression), _estimator(params, seed, regression))
+        model.fit(X, y, treatment, estimator_trmnt_fit_params=fit_params, estimator_ctrl_fit_params=fit_params)
+        return ArmFit(kind, {"treated": model.estimator_trmnt.booster_, "control": model.estimator_ctrl.booster_})
+    if kind == "solo_model":
+        model = SoloModel(_estimator(params, seed, regression))
+        model.fit(X, y, treatment, estimator_fit_params=fit_params)
+        return ArmFit(kind, {"model": model.estimator.booster_})
+    if kind == "class_transformation":
+        if regression:
+            raise ValueError("class_transformation needs a binary outcome")
+        model = ClassTransformation(_estimator(params, seed, False))
+        model.fit(X, y, treatment, estimator_fit_params=fit_params)
+        control = _estimator(params, seed, False).fit(X[treatment == 0], y[treatment == 0], **fit_params)
+        return ArmFit(kind, {"model": model.estimator.booster_, "control": control.booster_})
+    raise ValueError(f"unknown learner {kind!r}; expected one of {', '.join(LEARNERS)}")
+
+
+def assemble_runtime(encoder: FeatureEncoder, catalog: Catalog, fits: Mapping[str, list[ArmFit]],
+                     metadata: Mapping | None = None) -> UpliftRuntime:
+    """Runtime from per-target lists of per-arm fits (in catalogue arm order).
+
+    Identical boosters (e.g. the control model TwoModels refits for every arm) are stored once.
+    """
+    boosters: dict[str, str] = {}
+    by_text: dict[str, str] = {}
+
+    def add(target: str, role: str, booster: lgb.Booster) -> str:
+        text = booster.model_to_string()
+        key = hashlib.sha256(text.encode()).hexdigest()
+        if key not in by_text:
+            by_text[key] = f"{target}_{role}_{len(boosters)}"
+            boosters[by_text[key]] = text
+        return by_text[key]
+
+    recipes = {}
+    for target, arm_fits in fits.items():
+        kind = arm_fits[0].kind
+        if kind == "two_models":
+            recipe = {"kind": kind, "treated": [add(target, "treated", f.boosters["treated"]) for f in arm_fits],
+                      "controls": [add(target, "control", f.boosters["control"]) for f in arm_fits]}
+        elif kind == "solo_model":
+            recipe = {"kind": kind, "models": [add(target, "solo", f.boosters["model"]) for f in arm_fits]}
+        else:
+            recipe = {"kind": kind, "models": [add(target, "ct", f.boosters["model"]) for f in arm_fits],
+                      "controls": [add(target, "control", f.boosters["control"]) for f in arm_fits]}
+        recipes[target] = recipe
+    return UpliftRuntime(encoder, catalog, recipes, boosters, metadata)
+
+
+def fit_runtime(X: np.ndarray, arm: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, catalog: Catalog,
+                learner: str, params: Mapping, seed: int, revenue: np.ndarray | None = None,
+                metadata: Mapping | None = None) -> UpliftRuntime:
+    """Fit every arm (arm index 0..k-1, control −1) and return the serving runtime."""
+    fits: dict[str, list[ArmFit]] = {"outcome": []}
+    if revenue is not None:
+        fits["revenue"] = []
+    for j in range(len(catalog.arms)):
+        rows = (arm == j) | (arm == -1)
+        treatment = (arm[rows] == j).astype(int)
+        fits["outcome"].append(fit_arm(learner, X[rows], treatment, y[rows], params, seed,
+                                       encoder.categorical_indices))
+        if revenue is not None:
+            # revenue is learned per arm by two models: a solo regressor on sparse revenue often never
+            # splits on the arm indicator (uplift exactly 0), and class transformation needs a binary outcome
+            fits["revenue"].append(fit_arm("two_models", X[rows], treatment, revenue[rows], params, seed,
+                                           encoder.categorical_indices, regression=True))
+    return assemble_runtime(encoder, catalog, fits, metadata)

@@ -1,0 +1,126 @@
+"""`winback train uplift` and `winback recommend`: parse options, call training / serving, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from winback.cli_common import console, fail, handle_errors, parse_date, progress
+
+
+@handle_errors
+def train_uplift_command(
+    campaign: Path = typer.Option(..., "--campaign", help="Campaign table (.csv/.parquet): arm, outcome(s), features."),
+    treatment_col: str = typer.Option(..., "--treatment-col", help="Column holding the arm each customer got."),
+    control: str = typer.Option(..., "--control", help="The arm meaning 'send nothing'."),
+    outcome: str = typer.Option(..., "--outcome", help="Binary (0/1) outcome column."),
+    catalog: Path = typer.Option(..., "--catalog", help="Incentive catalogue YAML (costs, outcome value)."),
+    json_out: Path = typer.Option(..., "--json-out", help="Where to write the JSON summary."),
+    revenue_col: str | None = typer.Option(None, "--revenue-col", help="Revenue outcome: net value uses its uplift."),
+    id_col: str = typer.Option("customer_id", "--id-col", help="Customer id column."),
+    features: str | None = typer.Option(None, "--features", help="Comma-separated feature columns (default: all others)."),
+    transactions: str | None = typer.Option(None, "--transactions", help="Purchases for point-in-time features."),
+    profiles: str | None = typer.Option(None, "--profiles", help="Customer attributes joined to those features."),
+    as_of: str | None = typer.Option(None, "--as-of", help="Feature cutoff YYYY-MM-DD (with --transactions)."),
+    trials: int = typer.Option(20, "--trials", help="Optuna trials."),
+    timeout: float | None = typer.Option(None, "--timeout", help="Stop tuning after this many seconds."),
+    seed: int = typer.Option(42, "--seed", help="Seed of splits, sampler and LightGBM."),
+    experiment: str = typer.Option("winback-uplift", "--experiment", help="MLflow experiment name."),
+    register_as: str | None = typer.Option(None, "--register-as", help="Register the model under this name."),
+    churn_model: str | None = typer.Option(None, "--churn-model", help="Churn model URI for the top-risk policy."),
+) -> None:
+    """Tune multi-arm uplift models with Optuna, evaluate policies offline, log and register in MLflow."""
+    from serving.catalog import load_catalog
+    from training.tracking import TrackingSettings
+    from training.uplift import train_uplift
+    from training.uplift_data import UpliftConfig
+
+    # an empty value means "not given" (MLproject parameters cannot be left out)
+    revenue_col, features, as_of = revenue_col or None, features or None, as_of or None
+    register_as, churn_model = register_as or None, churn_model or None
+    transactions = Path(transactions) if transactions else None
+    profiles = Path(profiles) if profiles else None
+    if trials < 1:
+        fail(f"--trials: must be at least 1, got {trials}")
+    if transactions is not None and as_of is None:
+        fail("--transactions needs --as-of")
+    config = UpliftConfig(
+        campaign=campaign, treatment_col=treatment_col, control=control, outcome=outcome,
+        catalog=load_catalog(catalog), catalog_path=catalog, json_out=json_out, revenue_col=revenue_col,
+        id_col=id_col, features=tuple(f.strip() for f in features.split(",") if f.strip()) if features else None,
+        transactions=transactions, profiles=profiles, as_of=parse_date(as_of, "--as-of") if as_of else None,
+        trials=trials, timeout=timeout, seed=seed, experiment=experiment, register_as=register_as,
+        churn_model=churn_model)
+    with progress() as bar:
+        task = bar.add_task("tuning", total=trials)
+        result = train_uplift(config, TrackingSettings.from_env(experiment),
+                              on_trial=lambda number, state: bar.advance(task))
+    _print_result(result)
+
+
+def _print_result(result: dict) -> None:
+    from rich.table import Table
+
+    v = result["validation"]
+    console.print(f"run {result['run_id']}  learner {result['learner']}  model {result['model_uri']}", highlight=False)
+    if result["registered"]:
+        r = result["registered"]
+        console.print(f"registered {r['name']} version {r['version']} as @{r['alias']}", highlight=False)
+    arms = Table(title=f"validation ({v['n']:,} customers)")
+    for col in ("arm", "Qini AUC", "uplift AUC", "uplift@30%"):
+        arms.add_column(col)
+    for arm in result["arms"]:
+        arms.add_row(arm, f"{v['qini_auc'][arm]:.4f}", f"{v['uplift_auc'][arm]:.4f}", f"{v['uplift_at_30'][arm]:.4f}")
+    console.print(arms)
+    table = Table(title="policy value per customer (IPW)")
+    for col in ("policy", "outcome", "net value vs control", "sent"):
+        table.add_column(col)
+    for name in v["policy_value"]:
+        table.add_row(name, f"{v['policy_value'][name]:.4f}", f"{v['net_policy_value'][name]:+.4f}",
+                      f"{v['send_share'][name]:.0%}")
+    console.print(table)
+
+
+@handle_errors
+def recommend_command(
+    model: str = typer.Option(..., "--model", help="Uplift model URI (models:/winback-uplift@champion, runs:/…)."),
+    input: Path = typer.Option(..., "--input", help="Customer table (.csv/.parquet) with the model's features."),
+    output: Path = typer.Option(..., "--output", help="Where to write recommendations (.csv/.parquet)."),
+    id_col: str = typer.Option("customer_id", "--id-col", help="Customer id column of the input."),
+    catalog: Path | None = typer.Option(None, "--catalog", help="Catalogue YAML overriding the packaged one."),
+    max_sends: int | None = typer.Option(None, "--max-sends", help="Send at most this many incentives."),
+    budget: float | None = typer.Option(None, "--budget", help="Total send cost at most this amount."),
+) -> None:
+    """Choose an incentive (or none) per customer; optional send/budget cap over the whole batch."""
+    from features.io import table_format
+    from serving.batch_recommend import recommend
+    from serving.catalog import load_catalog
+    from serving.uplift_runtime import load_uplift_runtime
+
+    if max_sends is not None and max_sends < 0:
+        fail(f"--max-sends: must be >= 0, got {max_sends}")
+    if budget is not None and budget < 0:
+        fail(f"--budget: must be >= 0, got {budget}")
+    table_format(output)
+    override = load_catalog(catalog) if catalog else None
+    try:
+        runtime = load_uplift_runtime(model)
+    except Exception as exc:  # any MLflow resolution failure is a bad --model value for the user
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        fail(f"--model: cannot load {model!r}: {exc}".splitlines()[0])
+    with progress() as bar:
+        task = bar.add_task("recommending", total=None)
+        summary = recommend(runtime, input, output, id_col=id_col, catalog=override, max_sends=max_sends,
+                            budget=budget, on_rows=lambda n: bar.advance(task, n))
+    sends = ", ".join(f"{arm} {count:,}" for arm, count in summary.sends.items())
+    console.print(f"wrote {summary.rows:,} recommendations to {summary.output}: {sends}; send cost "
+                  f"{summary.total_send_cost:,.2f}, expected net value {summary.total_expected_net_value:,.2f}",
+                  highlight=False)
+
+
+def register(app: typer.Typer, train_app: typer.Typer) -> None:
+    """Add `train uplift` and `recommend`."""
+    train_app.command("uplift")(train_uplift_command)
+    app.command("recommend")(recommend_command)
