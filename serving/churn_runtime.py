@@ -32,15 +32,27 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def apply_calibration(raw: np.ndarray, calibration: dict) -> np.ndarray:
+def stack_terms(X: np.ndarray, feature_names: list[str], columns: list[str]) -> np.ndarray:
+    """log1p of the named encoded columns (negatives clipped to 0, missing as 0), shape (n, len(columns))."""
+    idx = [feature_names.index(name) for name in columns]
+    return np.log1p(np.clip(np.nan_to_num(np.asarray(X, dtype=float)[:, idx], nan=0.0), 0.0, None))
+
+
+def apply_calibration(raw: np.ndarray, calibration: dict, terms: np.ndarray | None = None) -> np.ndarray:
     """Map the booster's raw probability to a calibrated one.
 
     `platt`: sigmoid(a·logit(raw) + b), strictly increasing so ranking (AUC) is unchanged;
+    `logistic_stack`: sigmoid(a·logit(raw) + b + terms·weights), `terms` = `stack_terms` of the
+    calibration's `columns` — log-linear terms keep ranking customers outside the range the trees
+    saw in training (e.g. longer silence or tenure at scoring time than in any training snapshot);
     `isotonic`: piecewise-linear interpolation through the fitted (x, y) points; `none`: raw.
     """
     method = calibration.get("method", "none")
     if method == "platt":
         return 1.0 / (1.0 + np.exp(-(calibration["a"] * _logit(raw) + calibration["b"])))
+    if method == "logistic_stack":
+        z = calibration["a"] * _logit(raw) + calibration["b"] + terms @ np.asarray(calibration["weights"], dtype=float)
+        return 1.0 / (1.0 + np.exp(-z))
     if method == "isotonic":
         return np.interp(raw, calibration["x"], calibration["y"])
     if method == "none":
@@ -133,7 +145,11 @@ class ChurnRuntime:
 
     def predict_proba(self, X) -> np.ndarray:
         """Calibrated churn probability, shape (n,), for an encoded array from `self.encoder`."""
-        return apply_calibration(self.predict_raw(X), self.calibration)
+        X = self._check(X)
+        terms = None
+        if self.calibration.get("method") == "logistic_stack":
+            terms = stack_terms(X, self.feature_names, self.calibration["columns"])
+        return apply_calibration(self.predict_raw(X), self.calibration, terms)
 
     def risk_tier(self, probability) -> np.ndarray:
         p = np.asarray(probability, dtype=float)

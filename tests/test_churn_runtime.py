@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.churn_runtime import ChurnRuntime, apply_calibration
+from serving.churn_runtime import ChurnRuntime, apply_calibration, stack_terms
 from serving.encoding import FeatureEncoder
 
 FEATURES = ["recency_days", "frequency", "tenure_days", "overdue_ratio", "spend_365d", "top_channel"]
@@ -53,6 +53,33 @@ def test_platt_calibration_by_hand():
     assert apply_calibration(np.array([0.5, 0.75]), {"method": "platt", "a": 2.0, "b": 0.0}) == pytest.approx([0.5, 0.9])
     assert apply_calibration(np.array([0.25]), {"method": "isotonic", "x": [0, 0.5], "y": [0.1, 0.3]}) == \
         pytest.approx([0.2])
+
+
+def test_logistic_stack_adds_log1p_terms_to_the_booster_logit_by_hand():
+    # columns frequency, recency_days of rows (recency 0, frequency e−1) and (recency e²−1, frequency −3 → 0):
+    # terms = [[1, 0], [0, 2]]; z = 2·logit(0.5) + 0.5 + terms·[−1, 0.25] = [−0.5, 1.0]
+    X = np.array([[0.0, np.e - 1], [np.e**2 - 1, -3.0]])
+    terms = stack_terms(X, ["recency_days", "frequency"], ["frequency", "recency_days"])
+    np.testing.assert_allclose(terms, [[1.0, 0.0], [0.0, 2.0]])
+    calibration = {"method": "logistic_stack", "a": 2.0, "b": 0.5, "columns": ["frequency", "recency_days"],
+                   "weights": [-1.0, 0.25]}
+    expected = 1 / (1 + np.exp([0.5, -1.0]))
+    assert apply_calibration(np.array([0.5, 0.5]), calibration, terms) == pytest.approx(expected)
+
+
+def test_stacked_runtime_ranks_beyond_the_booster_and_survives_save_and_load(tmp_path):
+    calibration = {"method": "logistic_stack", "a": 1.0, "b": 0.0, "columns": ["recency_days"], "weights": [1.0]}
+    runtime, frame = make_runtime(calibration)
+    rows = pd.concat([frame.head(1).assign(recency_days=500.0), frame.head(1).assign(recency_days=1500.0)])
+    X = runtime.encoder.transform(rows)
+    raw = runtime.predict_raw(X)
+    assert raw[0] == raw[1]  # both lie beyond every training recency (< 400), so the trees tie them
+    p = runtime.predict_proba(X)
+    logit = np.log(raw / (1 - raw)) + np.log1p(X[:, 0])
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-logit)))
+    assert p[1] > p[0]
+    runtime.save(tmp_path / "rt")
+    np.testing.assert_array_equal(ChurnRuntime.load(tmp_path / "rt").predict_proba(X), p)
 
 
 def test_risk_tiers_use_inclusive_thresholds():

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from features.io import read_table
 from features.simulate import simulate
 from serving.churn_runtime import load_churn_runtime
-from training.churn import ChurnTrainConfig, train_churn
+from training.churn import ChurnTrainConfig, fit_calibration, train_churn
 from training.churn_data import prepare_transactions
 from training.tracking import TrackingSettings
 from winback.cli import app
@@ -81,6 +81,8 @@ def test_logged_model_is_self_contained_and_pyfunc_equals_runtime(trained):
     uri = trained["summary"]["model_uri"]
     runtime = load_churn_runtime(uri)
     assert runtime.metadata["run_id"] == trained["summary"]["run_id"] and runtime.metadata["horizon_days"] == 120
+    assert runtime.calibration["method"] == "logistic_stack"
+    assert runtime.calibration["columns"] == ["recency_days", "frequency", "tenure_days"]
     model = mlflow.pyfunc.load_model(uri)
     assert model.metadata.signature is not None
     example = model.input_example
@@ -152,3 +154,18 @@ def test_customer_table_with_a_label_trains_and_scores_by_id(trained):
     scores = read_table(trained["tmp"] / "telco_scores.csv")
     assert list(scores.columns) == ["customer_id", "churn_probability", "risk_tier"]
     assert scores["customer_id"].tolist() == table["customerID"].tolist()
+
+
+def test_calibration_stacks_log_terms_only_when_every_stack_column_is_a_feature():
+    rng = np.random.default_rng(0)
+    recency = rng.integers(0, 300, 500).astype(float)
+    y = (rng.random(500) < recency / 300).astype(float)
+    raw = np.full(500, 0.5)  # a booster that knows nothing: the stack must learn recency on its own
+    X = np.column_stack([recency, rng.integers(1, 5, 500), recency + 10])
+    calibration, p = fit_calibration(raw, X, ["recency_days", "frequency", "tenure_days"], y, stack=True)
+    assert calibration["method"] == "logistic_stack" and calibration["columns"] == ["recency_days", "frequency",
+                                                                                     "tenure_days"]
+    assert np.corrcoef(p, recency)[0, 1] > 0.5
+    platt, _ = fit_calibration(raw, X[:, :2], ["recency_days", "frequency"], y, stack=True)
+    assert platt["method"] == "platt"
+    assert fit_calibration(raw, X, ["recency_days", "frequency", "tenure_days"], y, stack=False)[0]["method"] == "platt"
