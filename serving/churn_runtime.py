@@ -241,23 +241,17 @@ def load_churn_runtime(model_uri: str) -> ChurnRuntime:
 
 def _registry_info(model_uri: str) -> dict:
     """model_name / model_version for `models:/name@alias` or `models:/name/version` URIs."""
-    if not model_uri.startswith("models:/"):
-        return {}
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    ref = model_uri[len("models:/"):].rstrip("/")
+    from serving.registry import registry_version
+
     try:
-        if "@" in ref:
-            name, alias = ref.split("@", 1)
-            version = MlflowClient().get_model_version_by_alias(name, alias).version
-        elif "/" in ref:
-            name, version = ref.split("/", 1)
-        else:
-            return {}
+        ref = registry_version(model_uri)
     except MlflowException:
         return {}
-    return {"model_name": name, "model_version": str(version)}
+    if ref is None or ref[1] is None:
+        return {}
+    return {"model_name": ref[0], "model_version": ref[1]}
 
 
 def segment_config_dict(config) -> dict:

@@ -17,6 +17,7 @@ from bentoml.models import BentoModel
 
 from features.errors import DataError
 from serving.churn_runtime import ChurnRuntime
+from serving.registry import registry_version
 from serving.uplift_runtime import UpliftRuntime, find_runtime_dir
 
 MLFLOW_DIR = "mlflow_model"  # where the MLflow model directory sits inside the BentoML model
@@ -71,23 +72,16 @@ class PackagedBentoModel(BentoModel):
 # -- import ------------------------------------------------------------------------------------
 def registry_reference(model_uri: str) -> dict[str, str]:
     """registered_model / registry_version for `models:/name@alias` and `models:/name/version` URIs."""
-    if not model_uri.startswith("models:/"):
-        return {}
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    ref = model_uri[len("models:/"):].strip("/")
     try:
-        if "@" in ref:
-            name, alias = ref.split("@", 1)
-            version = MlflowClient().get_model_version_by_alias(name, alias).version
-        elif "/" in ref:
-            name, version = ref.split("/", 1)
-        else:
-            return {"registered_model": ref}
+        ref = registry_version(model_uri)
     except MlflowException as exc:
         raise DataError(f"{model_uri}: not found in the MLflow registry ({_first_line(exc)})") from None
-    return {"registered_model": name, "registry_version": str(version)}
+    if ref is None:
+        return {}
+    name, version = ref
+    return {"registered_model": name} if version is None else {"registered_model": name, "registry_version": version}
 
 
 def import_mlflow_model(model: PackagedModel, model_uri: str | None = None, model_store: Any = None):

@@ -11,7 +11,7 @@ MODULES = {
                  "features.loaders", "features.simulate"],
     "serving": ["serving.encoding", "serving.churn_runtime", "serving.uplift_runtime", "serving.decision",
                 "serving.catalog", "serving.batch_score", "serving.batch_recommend", "serving.online",
-                "serving.schemas", "serving.model_store", "serving.service"],
+                "serving.schemas", "serving.model_store", "serving.service", "serving.registry"],
 }
 FORBIDDEN = {"features": ["mlflow", "bentoml", "training", "serving", "optuna"], "serving": ["training", "optuna"]}
 

@@ -1,0 +1,20 @@
+"""Which registered model and version an MLflow model URI points at (`models:/name@alias`, `models:/name/3`)."""
+
+from __future__ import annotations
+
+
+def registry_version(model_uri: str) -> tuple[str, str | None] | None:
+    """(name, version) of a `models:/` URI, an alias resolved through the registry; (name, None) for a
+    bare `models:/name`; None for any other URI. Raises MlflowException when the registry has no such alias."""
+    if not model_uri.startswith("models:/"):
+        return None
+    ref = model_uri[len("models:/"):].strip("/")
+    if "@" in ref:
+        from mlflow.tracking import MlflowClient
+
+        name, alias = ref.split("@", 1)
+        return name, str(MlflowClient().get_model_version_by_alias(name, alias).version)
+    if "/" in ref:
+        name, version = ref.split("/", 1)
+        return name, version
+    return ref, None
