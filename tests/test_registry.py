@@ -19,6 +19,7 @@ def test_version_uri_and_bare_name_are_read_without_the_registry():
 
 @pytest.fixture
 def registry(tmp_path, monkeypatch):
+    # no run is started: an experiment made active by an earlier test in this process does not matter
     """A fresh SQLite registry, the previous tracking URI restored afterwards."""
     monkeypatch.chdir(tmp_path)
     previous = mlflow.get_tracking_uri()
@@ -27,13 +28,13 @@ def registry(tmp_path, monkeypatch):
     mlflow.set_tracking_uri(previous)
 
 
-def test_alias_uri_resolves_through_the_registry(registry):
+def test_alias_uri_resolves_through_the_registry(registry, tmp_path):
     client = mlflow.tracking.MlflowClient()
     client.create_registered_model("m")
-    with mlflow.start_run() as run:
-        mlflow.log_text("x", "model/file.txt")
-    v1 = client.create_model_version("m", f"runs:/{run.info.run_id}/model", run.info.run_id).version
-    v2 = client.create_model_version("m", f"runs:/{run.info.run_id}/model", run.info.run_id).version
+    source = tmp_path / "model"
+    source.mkdir()
+    v1 = client.create_model_version("m", str(source)).version
+    v2 = client.create_model_version("m", str(source)).version
     client.set_registered_model_alias("m", "champion", v1)
     client.set_registered_model_alias("m", "challenger", v2)
     assert registry_version("models:/m@champion") == ("m", "1")
