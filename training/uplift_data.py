@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from features.errors import DataError
+from features.errors import DataError, DataWarning
 from features.io import read_table
 from serving.catalog import Catalog
 from serving.decision import CONTROL
@@ -157,7 +157,8 @@ def load_campaign(config: UpliftConfig) -> CampaignData:
         leaks = outcome_like_columns(frame[candidates], y)
         if leaks:
             warnings.warn(f"left out of the features because they determine the outcome (measured after the "
-                          f"campaign?): {', '.join(leaks)}; name them in --features to keep them", stacklevel=2)
+                          f"campaign?): {', '.join(leaks)}; name them in --features to keep them",
+                          DataWarning, stacklevel=2)
         features = [c for c in candidates if c not in leaks]
     if not features:
         raise DataError("no feature columns: give --features or --transactions/--as-of")

@@ -14,15 +14,15 @@ from serving.uplift_runtime import UpliftPrediction
 from training.policy import deterministic_policy, dr_value, ipw_value
 
 
-def _quiet(metric, *args, **kwargs) -> float:
+def quiet(metric, *args, **kwargs):
     """Call a scikit-uplift metric without its scikit-learn deprecation noise (stable_cumsum)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning, module="sklearn")
-        return float(metric(*args, **kwargs))
+        return metric(*args, **kwargs)
 
 
 def qini_auc(y, uplift, treatment) -> float:
-    return _quiet(sklift_metrics.qini_auc_score, y, uplift, treatment)
+    return float(quiet(sklift_metrics.qini_auc_score, y, uplift, treatment))
 
 
 def arm_rows(arm: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray]:
@@ -38,8 +38,9 @@ def arm_metrics(y: np.ndarray, arm: np.ndarray, uplift: np.ndarray, arms: list[s
         rows, treatment = arm_rows(arm, j)
         yj, uj = y[rows], uplift[rows, j]
         out["qini_auc"][name] = qini_auc(yj, uj, treatment)
-        out["uplift_auc"][name] = _quiet(sklift_metrics.uplift_auc_score, yj, uj, treatment)
-        out["uplift_at_30"][name] = _quiet(sklift_metrics.uplift_at_k, yj, uj, treatment, strategy="overall", k=0.3)
+        out["uplift_auc"][name] = float(quiet(sklift_metrics.uplift_auc_score, yj, uj, treatment))
+        out["uplift_at_30"][name] = float(quiet(sklift_metrics.uplift_at_k, yj, uj, treatment, strategy="overall",
+                                                k=0.3))
     return out
 
 

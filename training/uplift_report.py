@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from sklift.metrics import qini_curve
 
-from training.uplift_eval import arm_rows
+from training.uplift_eval import arm_rows, quiet
 
 
 def _pyplot():
@@ -45,7 +45,7 @@ def plot_qini(y: np.ndarray, arm: np.ndarray, uplift: np.ndarray, arms: list[str
     fig, axes = plt.subplots(1, len(arms), figsize=(5 * len(arms), 4), squeeze=False)
     for j, name in enumerate(arms):
         rows, treatment = arm_rows(arm, j)
-        x, q = qini_curve(y[rows], uplift[rows, j], treatment)
+        x, q = quiet(qini_curve, y[rows], uplift[rows, j], treatment)
         ax = axes[0, j]
         ax.plot(x, q, label=f"model (Qini AUC {qini_auc[name]:.4f})")
         ax.plot([0, x[-1]], [0, q[-1]], linestyle="--", color="grey", label="random")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from datetime import date
 
 import pandas as pd
@@ -11,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from features.errors import DataError
+from features.errors import DataError, DataWarning
 
 err_console = Console(stderr=True)
 console = Console()
@@ -28,12 +29,23 @@ def handle_errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        shown = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, DataWarning):
+                err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+            else:
+                shown(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
         try:
             return func(*args, **kwargs)
         except DataError as exc:
             fail(str(exc))
         except FileNotFoundError as exc:
             fail(f"file not found: {exc.filename or exc}")
+        finally:
+            warnings.showwarning = shown
 
     return wrapper
 
