@@ -105,6 +105,23 @@ def test_packaged_pyfunc_predicts_what_the_in_memory_runtime_predicts(trained):
     assert runtime.metadata["run_id"] == result["run_id"]
 
 
+def test_packaged_pyfunc_checks_inputs_against_its_signature(trained):
+    directory, _, result = trained
+    mlflow.set_tracking_uri(f"sqlite:///{directory}/mlflow.db")
+    model = mlflow.pyfunc.load_model(result["model_uri"])
+    runtime = load_uplift_runtime(result["model_uri"])
+    inputs = model.metadata.signature.inputs
+    assert inputs.input_names() == ["customer_id", *runtime.encoder.features_]
+    assert inputs.required_input_names() == runtime.encoder.features_  # the id is passed through when given
+    example = model.input_example
+    assert len(example) == 5
+    without_ids = model.predict(example.drop(columns="customer_id"))
+    pd.testing.assert_frame_equal(without_ids.reset_index(drop=True),
+                                  recommendation_frame(runtime.predict_frame(example), None, with_net_values=True))
+    with pytest.raises(mlflow.exceptions.MlflowException, match=runtime.encoder.features_[0]):
+        model.predict(example.drop(columns=runtime.encoder.features_[0]))
+
+
 def test_recommend_from_the_registered_champion_writes_one_row_per_customer(trained):
     directory, sim, result = trained
     customers = _customers(directory)

@@ -13,8 +13,10 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from features.errors import DataError
+from serving.batch_recommend import ID_COLUMN, recommendation_frame
 from serving.catalog import dump_catalog
 from serving.encoding import FeatureEncoder
 from serving.uplift_runtime import UpliftRuntime, load_uplift_runtime
@@ -139,9 +141,7 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
         validation, prediction = evaluate_runtime(runtime, data, test_rows, config)
         _log_validation(validation, prediction, data, test_rows, runtime, Path(tmp))
 
-        runtime_dir = runtime.save(Path(tmp) / "runtime")
-        info = mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_FILE),
-                                       artifacts={"runtime": str(runtime_dir)}, code_paths=CODE_PATHS)
+        info = _log_model(runtime, _input_example(data.frame.iloc[valid_rows], encoder), Path(tmp))
         registered = None
         if config.register_as:
             registered = register_and_promote(info.model_uri, config.register_as,
@@ -155,6 +155,43 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
     config.json_out.parent.mkdir(parents=True, exist_ok=True)
     config.json_out.write_text(json.dumps(result, indent=2))
     return result
+
+
+def _input_example(frame: pd.DataFrame, encoder: FeatureEncoder) -> pd.DataFrame:
+    """A few rows as the pyfunc takes them: customer id (when the campaign has one) + feature columns,
+    categories as text and numbers as float, as the encoder reads them."""
+    with_id = ID_COLUMN in frame.columns and ID_COLUMN not in encoder.features_
+    example = frame[([ID_COLUMN] if with_id else []) + encoder.features_].head(5).copy()
+    for name in encoder.features_:
+        if name in encoder.categories_:
+            example[name] = example[name].astype(object).where(example[name].notna(), None).astype(str)
+        else:
+            example[name] = pd.to_numeric(example[name]).astype("float64")
+    if with_id:
+        example[ID_COLUMN] = example[ID_COLUMN].astype(str)
+    return example.reset_index(drop=True)
+
+
+def _log_model(runtime: UpliftRuntime, example: pd.DataFrame, workdir: Path):
+    """Log the runtime as the models-from-code pyfunc, with a signature MLflow checks inputs against.
+
+    The signature is inferred from the example and the pyfunc's own output. Input columns are typed
+    `Any`: MLflow rejects a missing feature column, while types stay the encoder's to check (MLflow's
+    own check refuses int64 for double and pandas categories for string, both normal feature tables).
+    The customer id is optional: the pyfunc passes it through when given and scores without it.
+    """
+    import mlflow
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    runtime_dir = runtime.save(workdir / "runtime")
+    ids = example[ID_COLUMN] if ID_COLUMN in example.columns else None
+    output = recommendation_frame(runtime.predict_frame(example), ids, with_net_values=True)
+    inferred = infer_signature(example, output)
+    inputs = Schema([ColSpec(AnyType(), c.name, required=c.name != ID_COLUMN) for c in inferred.inputs.inputs])
+    return mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_FILE),
+                                   artifacts={"runtime": str(runtime_dir)}, code_paths=CODE_PATHS,
+                                   signature=ModelSignature(inputs, inferred.outputs), input_example=example)
 
 
 def _log_validation(validation: dict, prediction, data: CampaignData, rows: np.ndarray,
