@@ -223,15 +223,9 @@ class ChurnRuntime:
 
 def load_churn_runtime(model_uri: str) -> ChurnRuntime:
     """The runtime inside an MLflow churn model (`runs:/…`, `models:/name@alias`); DataError if absent."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    from serving.registry import download_model
 
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
-    except (MlflowException, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DataError(f"--model: cannot load {model_uri!r}: {first}") from None
-    runtime_dir = local / "artifacts" / "runtime"
+    runtime_dir = download_model(model_uri) / "artifacts" / "runtime"
     if not runtime_dir.is_dir():
         raise DataError(f"--model: {model_uri!r} is not a winback churn model (no artifacts/runtime)")
     runtime = ChurnRuntime.load(runtime_dir)

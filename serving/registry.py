@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from features.errors import DataError
+
 
 def registry_version(model_uri: str) -> tuple[str, str | None] | None:
     """(name, version) of a `models:/` URI, an alias resolved through the registry; (name, None) for a
@@ -18,3 +22,16 @@ def registry_version(model_uri: str) -> tuple[str, str | None] | None:
         name, version = ref.split("/", 1)
         return name, version
     return ref, None
+
+
+def download_model(model_uri: str) -> Path:
+    """Local directory of any MLflow model URI (`runs:/…`, `models:/name@alias`, a path); DataError naming
+    the URI when MLflow cannot resolve it."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri))
+    except (MlflowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"--model: cannot load {model_uri!r}: {first}") from None

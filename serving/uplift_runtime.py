@@ -189,7 +189,6 @@ def load_uplift_runtime(model_uri: str) -> UpliftRuntime:
     """Load the runtime from a local directory or any MLflow model URI (runs:/, models:/name@alias, …)."""
     if Path(model_uri).is_dir():
         return UpliftRuntime.load(find_runtime_dir(model_uri))
-    import mlflow
+    from serving.registry import download_model
 
-    local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri)
-    return UpliftRuntime.load(find_runtime_dir(local))
+    return UpliftRuntime.load(find_runtime_dir(download_model(model_uri)))

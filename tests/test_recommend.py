@@ -101,3 +101,18 @@ def test_missing_feature_column_is_named(model_dir, tmp_path):
     result = CliRunner().invoke(app, ["recommend", "--model", str(model_dir), "--input", str(tmp_path / "in.csv"),
                                       "--output", str(tmp_path / "o.csv")])
     assert result.exit_code == 2 and "region" in result.output
+
+
+def test_recommend_with_a_model_uri_that_does_not_exist_names_it_once_and_exits_2(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from winback.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    pd.DataFrame({"customer_id": ["a"], "recency_days": [3.0]}).to_csv(tmp_path / "in.csv", index=False)
+    result = CliRunner().invoke(app, ["recommend", "--model", "models:/no-such-model@champion", "--input", "in.csv",
+                                      "--output", "out.csv"])
+    assert result.exit_code == 2
+    assert result.output.count("cannot load 'models:/no-such-model@champion'") == 1
+    assert not (tmp_path / "out.csv").exists()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from features.errors import DataError
 from winback.cli_common import console, fail, handle_errors, parse_date, progress
 
 
@@ -106,9 +107,9 @@ def recommend_command(
     override = load_catalog(catalog) if catalog else None
     try:
         runtime = load_uplift_runtime(model)
-    except Exception as exc:  # any MLflow resolution failure is a bad --model value for the user
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
+    except DataError:
+        raise  # already names --model
+    except Exception as exc:  # any other failure to read the model is a bad --model value for the user
         fail(f"--model: cannot load {model!r}: {exc}".splitlines()[0])
     with progress() as bar:
         task = bar.add_task("recommending", total=None)
