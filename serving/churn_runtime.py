@@ -17,6 +17,7 @@ import pandas as pd
 
 from features.errors import DataError
 from serving.encoding import FeatureEncoder
+from serving.boosters import BoosterCaller
 
 FORMAT_VERSION = 1
 BOOSTER_FILE = "booster.txt"
@@ -126,6 +127,16 @@ class ChurnRuntime:
         return self._booster
 
     @property
+    def _caller(self) -> BoosterCaller:
+        if getattr(self, "_booster_caller", None) is None:
+            self._booster_caller = BoosterCaller(self.booster)
+        return self._booster_caller
+
+    def __getstate__(self) -> dict:
+        # the caller keeps per-thread C handles: rebuilt lazily wherever the runtime is unpickled
+        return {k: v for k, v in self.__dict__.items() if k != "_booster_caller"}
+
+    @property
     def feature_names(self) -> list[str]:
         return list(self.encoder.features_)
 
@@ -141,7 +152,7 @@ class ChurnRuntime:
         return X
 
     def predict_raw(self, X) -> np.ndarray:
-        return self.booster.predict(self._check(X))
+        return self._caller.predict(self._check(X))
 
     def predict_proba(self, X) -> np.ndarray:
         """Calibrated churn probability, shape (n,), for an encoded array from `self.encoder`."""
@@ -158,7 +169,7 @@ class ChurnRuntime:
 
     def contributions(self, X) -> np.ndarray:
         """Per-feature contributions to the raw log-odds (SHAP values), shape (n, n_features + 1 bias)."""
-        return self.booster.predict(self._check(X), pred_contrib=True)
+        return self._caller.contributions(self._check(X))
 
     def reasons(self, X, top: int = 3) -> list[list[tuple[str, float]]]:
         """The `top` features pushing each customer's churn risk up most (largest contributions first)."""

@@ -30,6 +30,7 @@ import pandas as pd
 from serving.catalog import Catalog
 from serving.decision import CONTROL, chosen_values, decide, net_values
 from serving.encoding import FeatureEncoder
+from serving.boosters import BoosterCaller
 
 RUNTIME_FILE = "runtime.json"
 FORMAT_VERSION = 1
@@ -74,6 +75,17 @@ class UpliftRuntime:
         self.metadata = dict(metadata or {})
 
     @property
+    def _callers(self) -> dict[str, BoosterCaller]:
+        callers = self.__dict__.get("_booster_callers")
+        if callers is None:
+            callers = self._booster_callers = {name: BoosterCaller(b) for name, b in self.boosters.items()}
+        return callers
+
+    def __getstate__(self) -> dict:
+        # the callers keep per-thread C handles: rebuilt lazily wherever the runtime is unpickled
+        return {k: v for k, v in self.__dict__.items() if k != "_booster_callers"}
+
+    @property
     def arms(self) -> list[str]:
         return self.catalog.arms
 
@@ -89,13 +101,14 @@ class UpliftRuntime:
     def _target(self, recipe: Mapping, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(value under control (n,), value under each arm (n, k), uplift (n, k)) for one recipe."""
         kind, n, k = recipe["kind"], X.shape[0], len(self.arms)
+        callers = self._callers
         out = np.empty((n, k), dtype=np.float64)
         if kind in ("two_models", "class_transformation"):
             cache: dict[str, np.ndarray] = {}  # identical control boosters are stored and called once
 
             def call(name: str) -> np.ndarray:
                 if name not in cache:
-                    cache[name] = self.boosters[name].predict(X)
+                    cache[name] = callers[name].predict(X)
                 return cache[name]
 
             uplift = np.empty((n, k), dtype=np.float64)
@@ -120,7 +133,7 @@ class UpliftRuntime:
             base = np.zeros(n)
             uplift = np.empty((n, k), dtype=np.float64)
             for j, name in enumerate(recipe["models"]):
-                both = self.boosters[name].predict(stacked)
+                both = callers[name].predict(stacked)
                 out[:, j] = both[:n]
                 uplift[:, j] = both[:n] - both[n:]
                 base += both[n:]
