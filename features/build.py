@@ -45,6 +45,14 @@ FEATURE_DESCRIPTIONS = {
     "top_channel": "Most frequent channel by purchase rows; ties go to the alphabetically first.",
 }
 
+# Features that cannot be below zero however the data looks (counts, days, ratios of days), and those
+# that are amounts (below zero only when refunds are accepted). A model records a lower bound of 0 for
+# the ones its training data kept at or above zero, and refuses anything below it when scoring.
+COUNT_FEATURES = frozenset({"recency_days", "frequency", "purchase_count", "tenure_days", "gap_mean_days",
+                            "gap_std_days", "overdue_ratio", "category_count", "channel_count",
+                            *(f"purchases_{days}d" for days in WINDOWS_DAYS)})
+AMOUNT_FEATURES = frozenset({"monetary_total", "monetary_mean", *(f"spend_{days}d" for days in WINDOWS_DAYS)})
+
 
 def as_of_day(as_of) -> int:
     """Days since 1970-01-01 of the calendar date of `as_of` (date, Timestamp or ISO string)."""

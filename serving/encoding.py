@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from features.build import AMOUNT_FEATURES, COUNT_FEATURES
 from features.errors import DataError
 
 
@@ -23,7 +24,10 @@ def _is_categorical(series: pd.Series) -> bool:
 class FeatureEncoder:
     """Learns the feature order and category levels of a training table; encodes rows identically later.
 
-    sklearn-style: `__init__` stores arguments, `fit` sets `features_` and `categories_`.
+    sklearn-style: `__init__` stores arguments, `fit` sets `features_`, `categories_` and `minimums_`:
+    a lower bound of 0 for the count, day and amount features of `features.build` that were never
+    negative in training. A value below it is an impossible input (a negative recency or spend), refused
+    with an error naming the field rather than scored like an ordinary number.
     """
 
     def __init__(self, features: Sequence[str] | None = None):
@@ -45,11 +49,20 @@ class FeatureEncoder:
             else:
                 continue
             self.categories_[name] = levels
+        self.minimums_ = {}
+        for name in names:
+            if name in self.categories_ or name not in COUNT_FEATURES | AMOUNT_FEATURES:
+                continue
+            values = pd.to_numeric(frame[name], errors="coerce")
+            if not (values < 0).any():
+                self.minimums_[name] = 0.0
         self._build_lookup()
         return self
 
     def _build_lookup(self) -> None:
         self._index = {name: i for i, name in enumerate(self.features_)}
+        self._bounds = [(j, name, self.minimums_[name]) for j, name in enumerate(self.features_)
+                        if name in self.minimums_]
         self._codes = {name: {level: float(code) for code, level in enumerate(levels)}
                        for name, levels in self.categories_.items()}
 
@@ -76,6 +89,12 @@ class FeatureEncoder:
                     out[:, j] = pd.to_numeric(col, errors="raise").astype("float64").to_numpy(na_value=np.nan)
                 except (TypeError, ValueError):
                     raise DataError(f"column {name!r} must be numeric") from None
+        for j, name, minimum in self._bounds:
+            below = np.flatnonzero(out[:, j] < minimum)
+            if len(below):
+                rows = ", ".join(str(frame.index[i]) for i in below[:3])
+                raise DataError(f"column {name!r}: {len(below)} value(s) below {minimum:g}, impossible for this "
+                                f"feature (first rows: {rows})")
         return out
 
     @staticmethod
@@ -116,15 +135,24 @@ class FeatureEncoder:
                     row[j] = float(value)
                 else:
                     raise DataError(f"{where}[{i}].{name}: expected a number, got {type(value).__name__}")
+            for j, name, minimum in self._bounds:
+                if row[j] < minimum:
+                    raise DataError(f"{where}[{i}].{name}: {rec[name]!r} is below {minimum:g}, impossible for "
+                                    f"this feature")
         return out
 
     def to_dict(self) -> dict:
-        return {"features": list(self.features_), "categories": {k: list(v) for k, v in self.categories_.items()}}
+        return {"features": list(self.features_), "categories": {k: list(v) for k, v in self.categories_.items()},
+                "minimums": dict(self.minimums_)}
 
     @classmethod
     def from_dict(cls, data: Mapping) -> "FeatureEncoder":
         enc = cls(features=list(data["features"]))
         enc.features_ = list(data["features"])
         enc.categories_ = {k: list(v) for k, v in data["categories"].items()}
+        if "minimums" in data:
+            enc.minimums_ = {k: float(v) for k, v in data["minimums"].items()}
+        else:  # saved before bounds were recorded: counts and days are never negative, amounts may be
+            enc.minimums_ = {n: 0.0 for n in enc.features_ if n in COUNT_FEATURES and n not in enc.categories_}
         enc._build_lookup()
         return enc
