@@ -33,6 +33,10 @@ ID_COLUMN = "customer_id"
 REASONS_TOP = 3
 
 
+class UnknownCustomer(DataError):
+    """A customer sent without features is not in the feature snapshot (or there is none): HTTP 404."""
+
+
 class CustomerLike(Protocol):
     customer_id: str
     features: Mapping[str, object] | None
@@ -84,7 +88,7 @@ class FeatureSnapshot:
         for k, (cid, pos) in enumerate(zip(ids, positions)):
             row = rows.get(cid)
             if row is None:
-                raise DataError(f"{where}[{pos}].customer_id: unknown customer {cid!r} "
+                raise UnknownCustomer(f"{where}[{pos}].customer_id: unknown customer {cid!r} "
                                 f"(not in the feature snapshot); send its features instead")
             out[k] = row
         return out
@@ -103,7 +107,7 @@ def encode_customers(customers: Sequence[CustomerLike], encoder: FeatureEncoder,
         return _encode_inline(encoder, [c.features for c in customers], inline, where)
     lookup = [i for i, c in enumerate(customers) if c.features is None]
     if snapshot is None:
-        raise DataError(f"{where}[{lookup[0]}].features: missing, and the service has no feature snapshot "
+        raise UnknownCustomer(f"{where}[{lookup[0]}].features: missing, and the service has no feature snapshot "
                         f"to look customer {customers[lookup[0]].customer_id!r} up (start it with WINBACK_FEATURES)")
     out = np.empty((len(customers), len(encoder.features_)), dtype=np.float64)
     rows = snapshot.row_indices([customers[i].customer_id for i in lookup], lookup, where)

@@ -7,18 +7,34 @@ feature, any string for a category) is checked by the model's FeatureEncoder, wh
 
 from __future__ import annotations
 
-from typing import Annotated, Optional, Union
+import math
+from typing import Annotated, Any, Optional
 
-from pydantic import AllowInfNan, BaseModel, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, StrictStr, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 MAX_CUSTOMERS = 10_000
+FEATURE_VALUE_SCHEMA = {"anyOf": [{"type": "number"}, {"type": "string"}, {"type": "boolean"}, {"type": "null"}]}
 
-# Strict members so that a JSON boolean stays a boolean and "40" stays a string (the encoder then
-# says "expected a number") instead of being coerced silently. NaN and infinities are refused: a
-# missing value is null.
-FiniteFloat = Annotated[float, Strict(), AllowInfNan(False)]
-FeatureValue = Optional[Union[StrictBool, StrictInt, FiniteFloat, StrictStr]]
-CustomerId = Annotated[str, Field(min_length=1, max_length=256)]
+
+def feature_value(value: Any) -> Any:
+    """A feature value as sent: a number, a string, a boolean or null, kept as it is (no coercion, so
+    "40" stays a string and the model's encoder says "expected a number"). NaN and infinities are
+    refused (a missing value is null), and so are objects and lists, each with one error for the field."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        raise PydanticCustomError("feature_value", "expected a finite number or null (missing), got {value}",
+                                  {"value": str(value)})
+    kind = {dict: "an object", list: "a list"}.get(type(value), type(value).__name__)
+    raise PydanticCustomError("feature_value", "expected a number, a string, a boolean or null, got {kind}",
+                              {"kind": kind})
+
+
+FeatureValue = Annotated[Any, PlainValidator(feature_value), WithJsonSchema(FEATURE_VALUE_SCHEMA)]
+CustomerId = Annotated[str, Field(min_length=1, max_length=256, strict=True)]
 
 
 class _Strict(BaseModel):
@@ -95,4 +111,7 @@ class ModelInfo(BaseModel):
 
 
 class ErrorBody(BaseModel):
+    """Every 4xx answer: what is wrong, naming the request field (e.g. customers[0].features.recency_days)."""
+
     error: str
+    field: Optional[str] = Field(default=None, description="the request field at fault, when there is one")

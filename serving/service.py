@@ -9,10 +9,14 @@ loaded once per worker in `__init__`, where the settings (environment) are read 
 
 from __future__ import annotations
 
+import gc
 import hmac
+import logging
 import os
+import signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -22,6 +26,7 @@ from starlette.responses import JSONResponse
 
 from features.errors import DataError
 from serving import model_store, online
+from serving.http import LOGGER, RequestGuard, complete_openapi, refuse
 from serving.schemas import (Customer, ModelInfo, RecommendRequest, RecommendResponse, ScoreRequest,
                              ScoreResponse)
 
@@ -38,11 +43,52 @@ class ServiceSettings:
 
     api_token: str | None = None
     features_path: str | None = None
+    startup_error_file: str | None = None  # set by `winback serve`: where a worker that cannot start says why
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "ServiceSettings":
         env = os.environ if environ is None else environ
-        return cls(api_token=env.get("WINBACK_API_TOKEN") or None, features_path=env.get("WINBACK_FEATURES") or None)
+        return cls(api_token=env.get("WINBACK_API_TOKEN") or None, features_path=env.get("WINBACK_FEATURES") or None,
+                   startup_error_file=env.get("WINBACK_STARTUP_ERROR_FILE") or None)
+
+
+class StartupError(RuntimeError):
+    """The service cannot start (unreadable snapshot, corrupt model); the message names the file and the fix."""
+
+
+def _in_server_worker() -> bool:
+    from bentoml._internal.context import server_context
+
+    return server_context.worker_index is not None
+
+
+def _stop_server(message: str, settings: ServiceSettings) -> None:
+    """A worker that cannot start stops the whole server instead of being restarted forever.
+
+    One log line; the message goes to `winback serve` (which prints it and exits non-zero) through the
+    startup error file; the BentoML arbiter (this worker's parent) is asked to stop; the worker exits.
+    Outside a server (an ASGI app in tests) it raises StartupError instead.
+    """
+    logging.getLogger(LOGGER).error("cannot start: %s", message)
+    if not _in_server_worker():
+        raise StartupError(message)
+    if settings.startup_error_file:
+        try:
+            Path(settings.startup_error_file).write_text(message + "\n")
+        except OSError:
+            pass
+    import psutil
+
+    parent = psutil.Process(os.getppid())
+    command = " ".join(parent.cmdline())
+    if "bentoml" in command and "serve" in command:
+        parent.send_signal(signal.SIGTERM)
+    logging.shutdown()
+    os._exit(3)
+
+
+SNAPSHOT_FIX = ("fix: give --features / WINBACK_FEATURES a table written by `winback features build`, "
+                "or leave it unset to serve customers sent with their features")
 
 
 class BearerAuth:
@@ -92,12 +138,22 @@ class Winback:
 
     def __init__(self) -> None:
         self.settings = ServiceSettings.from_env()
-        self.churn = model_store.load_packaged(self.churn_model)
-        self.uplift = model_store.load_packaged(self.uplift_model)
+        try:
+            self.churn = model_store.load_packaged(self.churn_model)
+            self.uplift = model_store.load_packaged(self.uplift_model)
+        except Exception as exc:  # any failure here would make BentoML restart the worker forever
+            _stop_server(f"a packaged model cannot be loaded ({_one_line(exc)}); fix: package the champions "
+                         f"again with `winback package`", self.settings)
         self.snapshot = None
         if self.settings.features_path:
-            self.snapshot = online.FeatureSnapshot.load(self.settings.features_path,
-                                                        [self.churn.encoder, self.uplift.encoder])
+            path = self.settings.features_path
+            try:
+                self.snapshot = online.FeatureSnapshot.load(path, [self.churn.encoder, self.uplift.encoder])
+            except FileNotFoundError:
+                _stop_server(f"WINBACK_FEATURES={path}: file not found; {SNAPSHOT_FIX}", self.settings)
+            except Exception as exc:
+                _stop_server(f"WINBACK_FEATURES={path}: cannot be used as the feature snapshot ({_one_line(exc)}); "
+                             f"{SNAPSHOT_FIX}", self.settings)
         self.info = ModelInfo(
             models=[model_store.describe(self.churn_model), model_store.describe(self.uplift_model)],
             churn_features=self.churn.feature_names, uplift_features=list(self.uplift.encoder.features_),
@@ -105,16 +161,23 @@ class Winback:
             feature_snapshot=self.settings.features_path, snapshot_customers=len(self.snapshot or ()))
         self._big_requests = anyio.CapacityLimiter(2)
 
+    @bentoml.on_startup
+    def _freeze_startup_objects(self) -> None:
+        """Move everything allocated at start (libraries, models, snapshot) out of the garbage collector's
+        reach: full collections otherwise walk them all and stall requests for a tenth of a second."""
+        gc.collect()
+        gc.freeze()
+
     @bentoml.api(route="/score", input_spec=ScoreRequest)
     async def score(self, customers: list[Customer]) -> ScoreResponse:
         """Churn probability, risk tier, lifecycle stage, value tier and the top 3 reasons (TreeSHAP)."""
-        return await self._answer(len(customers), lambda: ScoreResponse(
+        return await self._answer("/score", len(customers), lambda: ScoreResponse(
             scores=online.score_rows(self.churn, customers, self.snapshot)))
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     async def recommend(self, customers: list[Customer], max_sends: int | None = None) -> RecommendResponse:
         """The incentive with the highest expected net value per customer (packaged catalogue)."""
-        return await self._answer(len(customers), lambda: RecommendResponse(
+        return await self._answer("/recommend", len(customers), lambda: RecommendResponse(
             recommendations=online.recommend_rows(self.churn, self.uplift, customers, self.snapshot, max_sends)))
 
     @info_app.get("/model-info", response_model=ModelInfo)
@@ -122,13 +185,32 @@ class Winback:
         """Packaged model versions, MLflow run ids, feature lists and incentive arms."""
         return self.info
 
-    async def _answer(self, n: int, compute: Callable[[], Any]) -> Any:
+    async def _answer(self, route: str, n: int, compute: Callable[[], Any]) -> Any:
         try:
             if n <= INLINE_MAX_CUSTOMERS:
                 return compute()
             return await anyio.to_thread.run_sync(compute, limiter=self._big_requests)
+        except online.UnknownCustomer as exc:
+            return refuse("POST", route, 404, str(exc))
         except DataError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=422)
+            return refuse("POST", route, 422, str(exc))
+
+    def openapi(self, document: dict) -> dict:
+        """BentoML's OpenAPI document completed with these models' features and every error status."""
+        return complete_openapi(document, {"/score": [self.churn.encoder],
+                                           "/recommend": [self.churn.encoder, self.uplift.encoder]},
+                                bearer=self.settings.api_token is not None)
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _service_openapi(document: dict) -> dict:
+    return bentoml.get_current_service().openapi(document)
+
+
+# outermost first: the token is checked before the body is read
 Winback.add_asgi_middleware(BearerAuth, token=_service_token)
+Winback.add_asgi_middleware(RequestGuard, openapi=_service_openapi)

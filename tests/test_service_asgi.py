@@ -107,8 +107,9 @@ def test_customer_without_features_is_looked_up_in_the_snapshot(packaged, client
         unknown = client.post("/recommend", json={"customers": [{"customer_id": "c5"}, {"customer_id": "zz9"}]})
     assert by_id.status_code == 200
     assert by_id.json() == inline.json()
-    assert unknown.status_code == 422
-    assert "customers[1].customer_id: unknown customer 'zz9'" in unknown.json()["error"]
+    assert unknown.status_code == 404
+    assert unknown.json()["field"] == "customers[1].customer_id"
+    assert unknown.json()["error"].startswith("customers[1].customer_id: unknown customer 'zz9'")
 
 
 def test_model_info_names_versions_run_ids_features_and_arms(packaged, client_with):
@@ -125,19 +126,34 @@ def _missing(features):
     return {k: v for k, v in features.items() if k != "frequency"}
 
 
-BAD = {  # case → (how to break a valid one-customer body, status, text the answer must contain)
+BAD = {  # case → (how to break a valid one-customer body, status, the whole `error` of the answer)
     "missing feature": (lambda b: b["customers"][0].update(features=_missing(b["customers"][0]["features"])),
                         422, "customers[0].features.frequency: missing feature"),
     "text for a number": (lambda b: b["customers"][0]["features"].update(recency_days="forty"),
-                          422, "customers[0].features.recency_days: expected a number"),
-    "object for a number": (lambda b: b["customers"][0]["features"].update(recency_days={"v": 1}),
-                            400, '"recency_days"'),
-    "empty list": (lambda b: b.update(customers=[]), 400, "at least 1 item"),
-    "over 10,000 customers": (lambda b: b.update(customers=b["customers"] * 10_001), 400, "at most 10000"),
-    "unknown field": (lambda b: b["customers"][0].update(nickname="Al"), 400, '"nickname"'),
-    "unknown top-level field": (lambda b: b.update(dry_run=True), 400, '"dry_run"'),
-    "no customer_id": (lambda b: b["customers"][0].pop("customer_id"), 400, '"customer_id"'),
-    "lookup without snapshot": (lambda b: b["customers"][0].pop("features"), 422, "WINBACK_FEATURES"),
+                          422, "customers[0].features.recency_days: expected a number, got str"),
+    "negative recency": (lambda b: b["customers"][0]["features"].update(recency_days=-5),
+                         422, "customers[0].features.recency_days: -5 is below 0, impossible for this feature"),
+    "negative spend": (lambda b: b["customers"][0]["features"].update(spend_365d=-0.5),
+                       422, "customers[0].features.spend_365d: -0.5 is below 0, impossible for this feature"),
+    "object for a number": (lambda b: b["customers"][0]["features"].update(recency_days={"v": 1}), 400,
+                            "customers[0].features.recency_days: expected a number, a string, a boolean or null, "
+                            "got an object"),
+    "list for a number": (lambda b: b["customers"][0]["features"].update(frequency=[1, 2]), 400,
+                          "customers[0].features.frequency: expected a number, a string, a boolean or null, "
+                          "got a list"),
+    "empty list": (lambda b: b.update(customers=[]), 400,
+                   "customers: List should have at least 1 item after validation, not 0"),
+    "over 10,000 customers": (lambda b: b.update(customers=b["customers"] * 10_001), 400,
+                              "customers: List should have at most 10000 items after validation, not 10001"),
+    "unknown field": (lambda b: b["customers"][0].update(nickname="Al"), 400, "customers[0].nickname: unknown field"),
+    "unknown top-level field": (lambda b: b.update(dry_run=True), 400, "dry_run: unknown field"),
+    "no customer_id": (lambda b: b["customers"][0].pop("customer_id"), 400,
+                       "customers[0].customer_id: required field missing"),
+    "number for an id": (lambda b: b["customers"][0].update(customer_id=7), 400,
+                         "customers[0].customer_id: Input should be a valid string"),
+    "lookup without snapshot": (lambda b: b["customers"][0].pop("features"), 404,
+                                "customers[0].features: missing, and the service has no feature snapshot to look "
+                                "customer 'c0' up (start it with WINBACK_FEATURES)"),
 }
 
 
@@ -149,9 +165,15 @@ def test_bad_input_is_a_4xx_naming_the_field(packaged, client_with, route):
             breakit(request)
             response = client.post(route, json=request)
             assert (response.status_code, case) == (status, case)
-            assert text in response.text, case
+            assert response.json()["error"] == text, case
+            assert response.json()["field"] == text.split(":")[0], case
         not_json = client.post(route, content=b"{customers:", headers={"content-type": "application/json"})
-        assert not_json.status_code == 400
+        assert (not_json.status_code, not_json.json()) == (400, {"error": "body: the body is not valid JSON",
+                                                                 "field": "body"})
+        nan = client.post(route, content=b'{"customers": [{"customer_id": "c0", "features": {"frequency": NaN}}]}',
+                          headers={"content-type": "application/json"})
+        assert nan.status_code == 400
+        assert nan.json()["error"] == "customers[0].features.frequency: expected a finite number or null (missing), got nan"
 
 
 def test_null_values_and_unseen_categories_are_answered(packaged, client_with):

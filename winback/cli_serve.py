@@ -1,4 +1,4 @@
-"""`winback package` (MLflow registry → BentoML model store) and `winback serve` (runs `bentoml serve`)."""
+"""`winback package` (MLflow registry → BentoML model store) and `winback serve` (runs `bentoml serve`, supervised)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from winback.cli_common import console, fail, handle_errors
+from winback.cli_common import console, err_console, fail, handle_errors
 
 SERVICE = "serving.service:Winback"
 SERVICE_NAME = "winback"
@@ -32,14 +32,25 @@ def package(
                       f"run {labels.get('mlflow_run_id', '-')})", highlight=False, soft_wrap=True)
 
 
+ACCESS_LOG_OFF = f"services.{SERVICE_NAME}.logging.access.enabled=false"
+
+
 def serve(
     port: int = typer.Option(3000, min=1, max=65535, help="HTTP port."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind; 0.0.0.0 for every interface."),
     workers: int = typer.Option(None, min=1, help="Worker processes (default: the service's 2, one per core)."),
     features: Path = typer.Option(None, "--features", help="Feature snapshot for lookups by customer_id "
-                                  "(sets WINBACK_FEATURES)."),
+                                  "(sets WINBACK_FEATURES; a relative path is taken from this directory)."),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log",
+                                    help="One log line per request (BentoML's access log)."),
+    graceful_timeout: int = typer.Option(5, min=1, help="Seconds requests in flight may take to finish "
+                                         "after SIGTERM / Ctrl-C before the server is stopped."),
 ) -> None:
-    """Start the online service (a thin wrapper around `bentoml serve serving.service:Winback`)."""
+    """Start the online service (`bentoml serve serving.service:Winback`) and stay its parent.
+
+    SIGTERM / SIGINT stop the whole server (arbiter and workers) and free the port; a worker that
+    cannot start (unreadable snapshot, corrupt model) stops it with one line and a non-zero exit.
+    """
     import bentoml
 
     from serving import model_store
@@ -50,17 +61,93 @@ def serve(
         except bentoml.exceptions.NotFound:
             fail(model_store.missing_message(model))
     env = dict(os.environ)
-    if features is not None:
-        if not features.is_file():
-            fail(f"--features: {features}: file not found")
-        env["WINBACK_FEATURES"] = str(features.resolve())
+    snapshot = features if features is not None else env.get("WINBACK_FEATURES") or None
+    option = "--features" if features is not None else "WINBACK_FEATURES"
+    if snapshot is not None:
+        # the server runs in the project's directory: resolve against the user's, where they typed it
+        path = Path(snapshot).expanduser().resolve()
+        if not path.is_file():
+            fail(f"{option}: {snapshot}: file not found (looked for {path})")
+        if not os.access(path, os.R_OK):
+            fail(f"{option}: {snapshot}: not readable by this user")
+        env["WINBACK_FEATURES"] = str(path)
+    options = [o for o in env.get("BENTOML_CONFIG_OPTIONS", "").split() if o]
     if workers is not None:
-        options = [o for o in env.get("BENTOML_CONFIG_OPTIONS", "").split() if o]
-        env["BENTOML_CONFIG_OPTIONS"] = " ".join([*options, f"services.{SERVICE_NAME}.workers={workers}"])
+        options.append(f"services.{SERVICE_NAME}.workers={workers}")
+    if not access_log:
+        options.append(ACCESS_LOG_OFF)
+    if options:
+        env["BENTOML_CONFIG_OPTIONS"] = " ".join(options)
     working_dir = Path(__file__).resolve().parents[1]
     argv = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--port", str(port), "--host", host,
-            "--working-dir", str(working_dir)]
-    os.execve(sys.executable, argv, env)
+            "--working-dir", str(working_dir), "--timeout-graceful-shutdown", str(graceful_timeout)]
+    raise typer.Exit(supervise(argv, env, grace=graceful_timeout + 5))
+
+
+def supervise(argv: list[str], env: dict[str, str], grace: float) -> int:
+    """Run the server as a child in its own process group and stay its parent until it ends.
+
+    SIGTERM / SIGINT / SIGHUP are passed to the server, which stops its workers; whatever is still alive
+    `grace` seconds later is killed with the group, so no worker outlives `winback serve` holding the
+    port. If this process is killed outright, the kernel sends the server SIGTERM (Linux parent-death
+    signal). A worker that cannot start writes why to a file named in WINBACK_STARTUP_ERROR_FILE and
+    stops the server; that line is printed here and the exit code is 1. Returns the exit code.
+    """
+    import signal
+    import subprocess
+    import tempfile
+    import time
+
+    with tempfile.TemporaryDirectory(prefix="winback-serve-") as tmp:
+        error_file = Path(tmp) / "startup-error"
+        child = subprocess.Popen(argv, env={**env, "WINBACK_STARTUP_ERROR_FILE": str(error_file)},
+                                 process_group=0, preexec_fn=_die_with_parent)
+        stopping: list[float] = []
+
+        def forward(signum, _frame):
+            if not stopping:
+                stopping.append(time.monotonic())
+            try:
+                os.kill(child.pid, signal.SIGTERM if signum == signal.SIGHUP else signum)
+            except ProcessLookupError:
+                pass
+
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, forward)
+        while True:
+            try:
+                code = child.wait(timeout=0.5)
+                break
+            except subprocess.TimeoutExpired:
+                if stopping and time.monotonic() - stopping[0] > grace:
+                    _kill_group(child.pid)
+        _kill_group(child.pid)  # workers the arbiter did not reap (it was killed, or it crashed)
+        if error_file.is_file():
+            err_console.print(f"[bold red]error:[/] {error_file.read_text().strip()}", highlight=False, soft_wrap=True)
+            return 1
+        if stopping:
+            return 0
+        return code if code >= 0 else 128 - code
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when `winback serve` dies, however it dies (Linux only)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _kill_group(pgid: int) -> None:
+    import signal
+
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def register(app: typer.Typer) -> None:

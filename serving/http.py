@@ -1,0 +1,197 @@
+"""The service's HTTP edge, in front of BentoML: bodies checked with errors that name the field, one log
+line per refused request, and an OpenAPI document that tells clients the truth.
+
+- `RequestGuard` (ASGI middleware) validates the bodies of POST /score and /recommend against
+  `serving.schemas` before BentoML sees them. A bad body is a 400 whose `error` names the field in the
+  request's own terms (`customers[0].features.recency_days: expected a number, ...`), one error per
+  field, and one log line: no traceback, no internal class names. A valid body reaches BentoML
+  unchanged, which then parses it into the same models.
+- It also serves `/docs.json` completed from the loaded models (`complete_openapi`): the features each
+  endpoint needs with their types and lower bounds, and every status the service answers (400, 401,
+  404, 422) with its body.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Callable, Sequence
+
+from pydantic import BaseModel, ValidationError
+from starlette.responses import JSONResponse
+
+from serving.encoding import FeatureEncoder
+from serving.schemas import FEATURE_VALUE_SCHEMA, ErrorBody, RecommendRequest, ScoreRequest
+
+BODY_MODELS: dict[str, type[BaseModel]] = {"/score": ScoreRequest, "/recommend": RecommendRequest}
+OPENAPI_PATH = "/docs.json"
+LOGGER = "winback.service"
+_FIELD = re.compile(r"^([A-Za-z_][\w.\[\]-]*): ")
+
+
+# -- errors --------------------------------------------------------------------------------------
+def field_path(loc: Sequence[str | int]) -> str:
+    """('customers', 0, 'features', 'x') → 'customers[0].features.x'; the whole body is 'body'."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "body"
+
+
+def describe_validation_error(exc: ValidationError) -> tuple[str, str]:
+    """(field, message) of a body's validation errors: the first one, and how many more there are."""
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    first = errors[0]
+    field = field_path(first["loc"])
+    if first["type"] == "json_invalid":
+        message = "the body is not valid JSON"
+    elif first["type"] == "extra_forbidden":
+        message = "unknown field"
+    elif first["type"] == "missing":
+        message = "required field missing"
+    else:
+        message = first["msg"]
+    more = f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    return field, f"{field}: {message}{more}"
+
+
+def field_of(message: str) -> str | None:
+    """The request field a service error message starts with (`customers[2].customer_id: ...`), if any."""
+    match = _FIELD.match(message)
+    return match.group(1) if match else None
+
+
+def refuse(method: str, path: str, status: int, message: str, field: str | None = None) -> JSONResponse:
+    """The 4xx answer (an `ErrorBody`) and its one log line: method, path, status and the message."""
+    logging.getLogger(LOGGER).warning("%s %s %d %s", method, path, status, message)
+    body = ErrorBody(error=message, field=field if field is not None else field_of(message))
+    return JSONResponse(body.model_dump(), status_code=status)
+
+
+# -- middleware -------------------------------------------------------------------------------------
+async def _read_body(receive) -> tuple[bytes, list[dict]]:
+    chunks, messages = [], []
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks), messages
+
+
+class RequestGuard:
+    """ASGI middleware: body validation for the API routes and the completed OpenAPI document."""
+
+    def __init__(self, app, openapi: Callable[[dict], dict] | None = None):
+        self.app = app
+        self.openapi = openapi
+        self._document: bytes | None = None
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path, method = scope["path"], scope["method"]
+        if method == "POST" and path in BODY_MODELS:
+            body, messages = await _read_body(receive)
+            try:
+                BODY_MODELS[path].model_validate_json(body)
+            except ValidationError as exc:
+                field, message = describe_validation_error(exc)
+                return await refuse(method, path, 400, message, field)(scope, receive, send)
+            replay = iter([{"type": "http.request", "body": body, "more_body": False}])
+
+            async def receive_again():
+                return next(replay, None) or await receive()
+
+            return await self.app(scope, receive_again, send)
+        if method == "GET" and path == OPENAPI_PATH and self.openapi is not None:
+            return await self._serve_document(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    async def _serve_document(self, scope, receive, send):
+        if self._document is None:
+            start, parts = {}, []
+
+            async def capture(message):
+                if message["type"] == "http.response.start":
+                    start.update(message)
+                elif message["type"] == "http.response.body":
+                    parts.append(message.get("body", b""))
+
+            await self.app(scope, receive, capture)
+            if start.get("status") != 200:  # e.g. 401: pass BentoML's answer through untouched
+                headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+                body = b"".join(parts)
+                await send({"type": "http.response.start", "status": start.get("status", 500),
+                            "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+                return await send({"type": "http.response.body", "body": body})
+            self._document = json.dumps(self.openapi(json.loads(b"".join(parts)))).encode()
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"),
+                                (b"content-length", str(len(self._document)).encode())]})
+        await send({"type": "http.response.body", "body": self._document})
+
+
+# -- OpenAPI ------------------------------------------------------------------------------------------
+ERRORS = {
+    "400": "The body is not valid JSON or breaks the request schema; `field` names the culprit.",
+    "401": "Missing or wrong bearer token (only when the service runs with WINBACK_API_TOKEN).",
+    "404": "A customer sent without features is not in the feature snapshot (or none is loaded).",
+    "422": "Well-formed, but impossible for the model: a feature it needs is missing, text where it "
+           "needs a number, or a value below the feature's minimum (e.g. a negative recency).",
+}
+
+
+def features_schema(encoders: Sequence[FeatureEncoder]) -> dict:
+    """JSON schema of `features` for models with these encoders: every feature they need, typed."""
+    properties: dict[str, dict] = {}
+    for encoder in encoders:
+        for name in encoder.features_:
+            if name in properties:
+                continue
+            if name in encoder.categories_:
+                properties[name] = {**FEATURE_VALUE_SCHEMA, "description": "category (an unseen one counts as missing)"}
+                continue
+            number = {"type": "number"}
+            if name in encoder.minimums_:
+                number["minimum"] = encoder.minimums_[name]
+            properties[name] = {"anyOf": [number, {"type": "boolean"}, {"type": "null"}]}
+    return {"type": "object", "properties": properties, "required": list(properties),
+            "additionalProperties": FEATURE_VALUE_SCHEMA,
+            "description": "feature name → value (null = missing); other keys are ignored"}
+
+
+def complete_openapi(document: dict, endpoints: dict[str, Sequence[FeatureEncoder]], bearer: bool) -> dict:
+    """BentoML's document, completed: per-endpoint feature schemas, every error status, bearer auth."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["ErrorBody"] = ErrorBody.model_json_schema()
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    customer = schemas.get("Customer", {})
+    for route, encoders in endpoints.items():
+        name = route.strip("/").capitalize()
+        schemas[f"{name}Features"] = features_schema(encoders)
+        schemas[f"{name}Customer"] = {
+            **customer, "title": f"{name}Customer",
+            "properties": {**customer.get("properties", {}), "features": {
+                "anyOf": [{"$ref": f"#/components/schemas/{name}Features"}, {"type": "null"}],
+                "description": "omit (or null) to look the customer up in the feature snapshot"}}}
+        operation = document["paths"][route]["post"]
+        request = operation["requestBody"]["content"]["application/json"]["schema"]
+        request["properties"]["customers"]["items"] = {"$ref": f"#/components/schemas/{name}Customer"}
+        if request.get("title") in schemas:
+            schemas[request["title"]] = request
+        operation["responses"].update({status: {"description": text, "content": error}
+                                       for status, text in ERRORS.items()})
+    info = document["paths"].get("/model-info", {}).get("get")
+    if info is not None:
+        info.setdefault("responses", {})["401"] = {"description": ERRORS["401"], "content": error}
+    if bearer:
+        document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+        for route in [*endpoints, "/model-info"]:
+            for operation in document["paths"].get(route, {}).values():
+                operation["security"] = [{"bearer": []}]
+    return document
