@@ -70,17 +70,16 @@ def refuse(method: str, path: str, status: int, message: str, field: str | None 
 
 
 # -- middleware -------------------------------------------------------------------------------------
-async def _read_body(receive) -> tuple[bytes, list[dict]]:
-    chunks, messages = [], []
+async def _read_body(receive) -> tuple[bytes, dict | None]:
+    """The whole request body, and the message that ended reading early (a disconnect), if any."""
+    chunks = []
     while True:
         message = await receive()
-        messages.append(message)
         if message["type"] != "http.request":
-            break
+            return b"".join(chunks), message
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            break
-    return b"".join(chunks), messages
+            return b"".join(chunks), None
 
 
 class RequestGuard:
@@ -96,7 +95,13 @@ class RequestGuard:
             return await self.app(scope, receive, send)
         path, method = scope["path"], scope["method"]
         if method == "POST" and path in BODY_MODELS:
-            body, messages = await _read_body(receive)
+            media_type = dict(scope["headers"]).get(b"content-type", b"application/json").split(b";")[0].strip()
+            if media_type.lower() != b"application/json":
+                message = f"content-type {media_type.decode('latin-1')!r}: send the body as application/json"
+                return await refuse(method, path, 415, message, "content-type")(scope, receive, send)
+            body, ended = await _read_body(receive)
+            if ended is not None:  # the client went away before sending its whole body
+                return None
             try:
                 BODY_MODELS[path].model_validate_json(body)
             except ValidationError as exc:
@@ -141,6 +146,7 @@ ERRORS = {
     "400": "The body is not valid JSON or breaks the request schema; `field` names the culprit.",
     "401": "Missing or wrong bearer token (only when the service runs with WINBACK_API_TOKEN).",
     "404": "A customer sent without features is not in the feature snapshot (or none is loaded).",
+    "415": "The body is not sent as application/json.",
     "422": "Well-formed, but impossible for the model: a feature it needs is missing, text where it "
            "needs a number, or a value below the feature's minimum (e.g. a negative recency).",
 }
@@ -180,6 +186,7 @@ def complete_openapi(document: dict, endpoints: dict[str, Sequence[FeatureEncode
                 "anyOf": [{"$ref": f"#/components/schemas/{name}Features"}, {"type": "null"}],
                 "description": "omit (or null) to look the customer up in the feature snapshot"}}}
         operation = document["paths"][route]["post"]
+        operation["requestBody"]["required"] = True
         request = operation["requestBody"]["content"]["application/json"]["schema"]
         request["properties"]["customers"]["items"] = {"$ref": f"#/components/schemas/{name}Customer"}
         if request.get("title") in schemas:
@@ -195,3 +202,77 @@ def complete_openapi(document: dict, endpoints: dict[str, Sequence[FeatureEncode
             for operation in document["paths"].get(route, {}).values():
                 operation["security"] = [{"bearer": []}]
     return document
+
+
+# -- connections ----------------------------------------------------------------------------------
+def accept_one_connection_per_wakeup() -> None:
+    """Spread keep-alive connections over the workers instead of letting one worker take them all.
+
+    BentoML's workers share one listening socket, and asyncio accepts every pending connection
+    (up to the backlog, 2,048) each time the socket is readable. A client opening 8 connections at once
+    then lands all 8 on whichever worker woke first: that worker saturates one core while the other
+    idles (measured: one worker at 100 % CPU, the other at 0 %, half the throughput). Accepting one
+    connection per wakeup lets every idle worker race for the next one, so connections, and with them
+    the load, spread over the workers. Called once in each server worker, before it starts listening.
+    """
+    from asyncio import selector_events
+
+    loop_class = selector_events.BaseSelectorEventLoop
+    accept = loop_class._accept_connection
+    if getattr(accept, "one_per_wakeup", False):
+        return
+
+    def accept_one(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100, *args, **kwargs):
+        return accept(self, protocol_factory, sock, sslcontext, server, 1, *args, **kwargs)
+
+    accept_one.one_per_wakeup = True
+    loop_class._accept_connection = accept_one
+
+
+def cancel_request_timers() -> None:
+    """Make BentoML's request timeout release each request when it ends, not `timeout` seconds later.
+
+    BentoML 1.4's TimeoutMiddleware arms a `loop.call_later(timeout, ...)` per request and never
+    cancels it, so every request's timer, future and context (its tracing span included) stay alive for
+    the whole timeout, 60 s here. Measured at 1,200 requests/s: worker memory grew by a third over a
+    minute and the garbage collector walked 20 extra objects per request, stalling requests for a
+    third of a second. This replaces the middleware's call with one of the same meaning — a 504 when no
+    answer has started within the timeout — whose timer is cancelled when the request ends.
+    """
+    import asyncio
+
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+    if getattr(TimeoutMiddleware.__call__, "cancels_its_timer", False):
+        return
+
+    async def call(self, scope, receive, send):
+        if scope["type"] not in ("http", "websocket"):
+            return await self.app(scope, receive, send)
+        answered, expired = [], []
+
+        async def send_marking(message):
+            answered.append(True)
+            await send(message)
+
+        task = asyncio.ensure_future(self.app(scope, receive, send_marking))
+
+        def expire():
+            if not answered and not task.done():
+                expired.append(True)
+                task.cancel()
+
+        timer = asyncio.get_running_loop().call_later(self.timeout, expire)
+        try:
+            await task
+        except asyncio.CancelledError:
+            if not expired:
+                raise
+            body = JSONResponse({"error": f"Not able to process the request in {self.timeout} seconds"},
+                                status_code=504)
+            await body(scope, receive, send)
+        finally:
+            timer.cancel()
+
+    call.cancels_its_timer = True
+    TimeoutMiddleware.__call__ = call

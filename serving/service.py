@@ -26,7 +26,8 @@ from starlette.responses import JSONResponse
 
 from features.errors import DataError
 from serving import model_store, online
-from serving.http import LOGGER, RequestGuard, complete_openapi, refuse
+from serving.http import (LOGGER, RequestGuard, accept_one_connection_per_wakeup, cancel_request_timers,
+                          complete_openapi, refuse)
 from serving.schemas import (Customer, ModelInfo, RecommendRequest, RecommendResponse, ScoreRequest,
                              ScoreResponse)
 
@@ -138,6 +139,9 @@ class Winback:
 
     def __init__(self) -> None:
         self.settings = ServiceSettings.from_env()
+        cancel_request_timers()
+        if _in_server_worker():
+            accept_one_connection_per_wakeup()
         try:
             self.churn = model_store.load_packaged(self.churn_model)
             self.uplift = model_store.load_packaged(self.uplift_model)
