@@ -88,7 +88,6 @@ class RequestGuard:
     def __init__(self, app, openapi: Callable[[dict], dict] | None = None):
         self.app = app
         self.openapi = openapi
-        self._document: bytes | None = None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -118,27 +117,23 @@ class RequestGuard:
         return await self.app(scope, receive, send)
 
     async def _serve_document(self, scope, receive, send):
-        if self._document is None:
-            start, parts = {}, []
+        """BentoML's document, completed (built per request: clients fetch it rarely)."""
+        start, parts = {}, []
 
-            async def capture(message):
-                if message["type"] == "http.response.start":
-                    start.update(message)
-                elif message["type"] == "http.response.body":
-                    parts.append(message.get("body", b""))
+        async def capture(message):
+            if message["type"] == "http.response.start":
+                start.update(message)
+            elif message["type"] == "http.response.body":
+                parts.append(message.get("body", b""))
 
-            await self.app(scope, receive, capture)
-            if start.get("status") != 200:  # e.g. 401: pass BentoML's answer through untouched
-                headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
-                body = b"".join(parts)
-                await send({"type": "http.response.start", "status": start.get("status", 500),
-                            "headers": [*headers, (b"content-length", str(len(body)).encode())]})
-                return await send({"type": "http.response.body", "body": body})
-            self._document = json.dumps(self.openapi(json.loads(b"".join(parts)))).encode()
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(self._document)).encode())]})
-        await send({"type": "http.response.body", "body": self._document})
+        await self.app(scope, receive, capture)
+        body = b"".join(parts)
+        headers = [(k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"]
+        if start.get("status") == 200:
+            body = json.dumps(self.openapi(json.loads(body))).encode()
+        await send({"type": "http.response.start", "status": start.get("status", 500),
+                    "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
 
 
 # -- OpenAPI ------------------------------------------------------------------------------------------

@@ -66,18 +66,22 @@ def _in_server_worker() -> bool:
 def _stop_server(message: str, settings: ServiceSettings) -> None:
     """A worker that cannot start stops the whole server instead of being restarted forever.
 
-    One log line; the message goes to `winback serve` (which prints it and exits non-zero) through the
-    startup error file; the BentoML arbiter (this worker's parent) is asked to stop; the worker exits.
+    The message goes to `winback serve` (which prints it once and exits non-zero) through the startup
+    error file, or, under a bare `bentoml serve`, to the log as one line; the BentoML arbiter (this
+    worker's parent) is asked to stop; the worker exits.
     Outside a server (an ASGI app in tests) it raises StartupError instead.
     """
-    logging.getLogger(LOGGER).error("cannot start: %s", message)
     if not _in_server_worker():
         raise StartupError(message)
-    if settings.startup_error_file:
+    if settings.startup_error_file:  # `winback serve` prints it once, for every worker
+        error_file = Path(settings.startup_error_file)
         try:
-            Path(settings.startup_error_file).write_text(message + "\n")
+            if not error_file.exists():
+                error_file.write_text(message + "\n")
         except OSError:
-            pass
+            logging.getLogger(LOGGER).error("cannot start: %s", message)
+    else:
+        logging.getLogger(LOGGER).error("cannot start: %s", message)
     import psutil
 
     parent = psutil.Process(os.getppid())
@@ -145,16 +149,17 @@ class Winback:
         try:
             self.churn = model_store.load_packaged(self.churn_model)
             self.uplift = model_store.load_packaged(self.uplift_model)
+            online.warm_up(self.churn, self.uplift)  # parses every booster now, not at the first request
         except Exception as exc:  # any failure here would make BentoML restart the worker forever
             _stop_server(f"a packaged model cannot be loaded ({_one_line(exc)}); fix: package the champions "
                          f"again with `winback package`", self.settings)
         self.snapshot = None
         if self.settings.features_path:
             path = self.settings.features_path
+            if not Path(path).is_file():
+                _stop_server(f"WINBACK_FEATURES={path}: file not found; {SNAPSHOT_FIX}", self.settings)
             try:
                 self.snapshot = online.FeatureSnapshot.load(path, [self.churn.encoder, self.uplift.encoder])
-            except FileNotFoundError:
-                _stop_server(f"WINBACK_FEATURES={path}: file not found; {SNAPSHOT_FIX}", self.settings)
             except Exception as exc:
                 _stop_server(f"WINBACK_FEATURES={path}: cannot be used as the feature snapshot ({_one_line(exc)}); "
                              f"{SNAPSHOT_FIX}", self.settings)

@@ -125,7 +125,7 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 90.0) -> None:
 
 def service_env(bentoml_home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WINBACK_", "BENTOML_"))}
-    env.update(BENTOML_HOME=str(bentoml_home), BENTOML_DO_NOT_TRACK="true", OMP_NUM_THREADS="1", **extra)
+    env.update(BENTOML_HOME=str(bentoml_home), BENTOML_DO_NOT_TRACK="true", **extra)
     return env
 
 

@@ -209,3 +209,36 @@ def test_openapi_document_describes_both_endpoints_and_model_info(packaged, clie
     assert {"/score", "/recommend", "/model-info"} <= set(paths)
     schema = paths["/score"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert schema["properties"]["customers"]["maxItems"] == 10_000
+
+
+def test_openapi_document_lists_each_endpoints_features_bounds_and_error_statuses(packaged, client_with):
+    with client_with(WINBACK_API_TOKEN="s3cret") as client:
+        doc = client.get("/docs.json", headers={"Authorization": "Bearer s3cret"}).json()
+    schemas = doc["components"]["schemas"]
+    score_features = schemas["ScoreFeatures"]
+    assert score_features["required"] == CHURN_FEATURES
+    assert score_features["properties"]["recency_days"]["anyOf"][0] == {"type": "number", "minimum": 0.0}
+    assert "minimum" not in str(score_features["properties"]["top_category"])
+    assert set(schemas["RecommendFeatures"]["required"]) == set(CHURN_FEATURES) | {"frequency", "spend_365d"}
+    for route in ("/score", "/recommend"):
+        operation = doc["paths"][route]["post"]
+        assert {"200", "400", "401", "404", "415", "422"} <= set(operation["responses"])
+        assert operation["responses"]["422"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorBody"}
+        assert operation["requestBody"]["required"] is True
+        assert operation["security"] == [{"bearer": []}]
+    assert schemas["ErrorBody"]["properties"]["error"]["type"] == "string"
+    assert "401" in doc["paths"]["/model-info"]["get"]["responses"]
+
+
+def test_unreadable_snapshot_fails_the_start_naming_the_file_and_the_fix(packaged, client_with, tmp_path):
+    from serving.service import StartupError
+
+    bad = tmp_path / "feats.parquet"
+    bad.write_text("not parquet")
+    with pytest.raises(StartupError, match=r"^WINBACK_FEATURES=.*feats\.parquet: cannot be used .* fix: give --features"):
+        with client_with(WINBACK_FEATURES=bad):
+            pass
+    with pytest.raises(StartupError, match=r"^WINBACK_FEATURES=.*nowhere\.parquet: file not found; fix:"):
+        with client_with(WINBACK_FEATURES=tmp_path / "nowhere.parquet"):
+            pass

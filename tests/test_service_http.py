@@ -1,0 +1,102 @@
+"""Unit tests of the service's HTTP edge: field paths, error messages, request timers, connection spreading."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+from pydantic import ValidationError
+
+from serving.http import (accept_one_connection_per_wakeup, cancel_request_timers, describe_validation_error,
+                          field_of, field_path)
+from serving.schemas import RecommendRequest
+
+
+def test_field_paths_read_like_the_request():
+    assert field_path(("customers", 3, "features", "recency_days")) == "customers[3].features.recency_days"
+    assert field_path(()) == "body"
+    assert field_of("customers[1].customer_id: unknown customer 'x'") == "customers[1].customer_id"
+    assert field_of("something went wrong") is None
+
+
+def test_a_nan_or_an_object_for_a_feature_is_one_error_naming_the_field():
+    with pytest.raises(ValidationError) as caught:
+        RecommendRequest.model_validate_json('{"customers": [{"customer_id": "a", "features": {"x": {"v": 1}}}]}')
+    assert describe_validation_error(caught.value) == (
+        "customers[0].features.x", "customers[0].features.x: expected a number, a string, a boolean or null, got an object")
+    with pytest.raises(ValidationError) as caught:
+        RecommendRequest.model_validate_json('{"customers": [{"customer_id": "a", "features": {"x": NaN}}], "y": 1}')
+    field, message = describe_validation_error(caught.value)
+    assert message == "customers[0].features.x: expected a finite number or null (missing), got nan (and 1 more error)"
+
+
+def _middleware(app, timeout):
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+    cancel_request_timers()
+    return TimeoutMiddleware(app, timeout=timeout)
+
+
+async def _call(middleware):
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    await middleware({"type": "http", "method": "GET", "path": "/", "headers": []}, receive, send)
+    return sent
+
+
+def test_request_timer_is_cancelled_when_the_request_ends():
+    async def fast(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    async def run():
+        sent = await _call(_middleware(fast, timeout=60))
+        loop = asyncio.get_running_loop()
+        return sent, [h for h in loop._scheduled if not h.cancelled()]
+
+    sent, pending = asyncio.run(run())
+    assert sent[0]["status"] == 200
+    assert pending == []  # BentoML's own middleware leaves a 60 s timer (and the request's context) behind
+
+
+def test_request_that_does_not_answer_in_time_gets_a_504():
+    async def slow(scope, receive, send):
+        await asyncio.sleep(5)
+
+    sent = asyncio.run(_call(_middleware(slow, timeout=0.05)))
+    assert sent[0]["status"] == 504
+
+
+def test_one_connection_is_accepted_per_wakeup():
+    accept_one_connection_per_wakeup()
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    clients = [socket.create_connection(listener.getsockname()) for _ in range(3)]
+    made = []
+
+    class Protocol(asyncio.Protocol):
+        def connection_made(self, transport):
+            made.append(transport)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop._accept_connection(Protocol, listener, None, None, 100)  # what one readable event triggers
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert len(made) == 1  # asyncio alone takes all 3 (up to the backlog) in one go
+    finally:
+        for transport in made:
+            transport.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+        for c in clients:
+            c.close()
+        listener.close()
