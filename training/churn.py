@@ -27,7 +27,7 @@ from training import churn_report
 from training.churn_data import ChurnData
 from training.churn_tuning import MAX_ROUNDS, TuningData, mlflow_trial_logger, run_study, train_booster, trial_counts
 from training.metrics import auc, classification_summary
-from training.tracking import TrackingSettings, register_and_promote, reproducibility_tags
+from training.tracking import TrackingSettings, log_params, register_and_promote, reproducibility_tags
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # holds features/, serving/, training/
 PYFUNC_FILE = PACKAGE_ROOT / "serving" / "churn_pyfunc.py"
@@ -158,7 +158,7 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
         run_id = parent.info.run_id
         mlflow.set_tags({**reproducibility_tags(), "winback.model": "churn", "winback.kind": data.kind})
         params = {**{k: v for k, v in asdict(config).items() if k != "storage"}, **data.description}
-        mlflow.log_params({k: (",".join(v) if isinstance(v, list) else v) for k, v in params.items() if v is not None})
+        log_params({k: (",".join(v) if isinstance(v, list) else v) for k, v in params.items() if v is not None})
         mlflow.log_metrics({"data_rows": data.description["rows"], "data_customers": data.description["customers"],
                             "data_churn_rate": data.description["churn_rate"]})
 

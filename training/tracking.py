@@ -23,17 +23,36 @@ class TrackingSettings:
 
     tracking_uri: str = DEFAULT_TRACKING_URI
     experiment: str = "winback"
+    run_id: str | None = None  # set by `mlflow run` (MLFLOW_RUN_ID): the command joins that run
 
     @classmethod
     def from_env(cls, experiment: str = "winback", environ: dict | None = None) -> "TrackingSettings":
         env = os.environ if environ is None else environ
-        return cls(tracking_uri=env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI, experiment=experiment)
+        return cls(tracking_uri=env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI, experiment=experiment,
+                   run_id=env.get("MLFLOW_RUN_ID") or None)
 
     def activate(self) -> None:
+        """Point MLflow at the tracking store and the experiment. Under `mlflow run`, the run it created
+        (in the experiment of `--experiment-name`, else Default) is joined, so `--experiment` is not used."""
         import mlflow
 
         mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_experiment(self.experiment)
+        if self.run_id:
+            mlflow.set_experiment(experiment_id=mlflow.get_run(self.run_id).info.experiment_id)
+        else:
+            mlflow.set_experiment(self.experiment)
+
+
+def log_params(params: dict) -> None:
+    """Log `params` on the active run. Under `mlflow run`, the run already holds the MLproject step's raw
+    parameters ('' for "not given", numbers as typed); a resolved value that differs is logged as
+    `resolved.<key>` instead of clashing with it (MLflow refuses to change a logged parameter)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    logged = mlflow.get_run(run.info.run_id).data.params if run is not None else {}
+    mlflow.log_params({(key if key not in logged or logged[key] == str(value) else f"resolved.{key}"): value
+                       for key, value in params.items()})
 
 
 def frame_hash(*frames: pd.DataFrame | None) -> str:

@@ -20,7 +20,7 @@ from serving.batch_recommend import ID_COLUMN, recommendation_frame
 from serving.catalog import dump_catalog
 from serving.encoding import FeatureEncoder
 from serving.uplift_runtime import UpliftRuntime, load_uplift_runtime
-from training.tracking import TrackingSettings, frame_hash, register_and_promote, reproducibility_tags
+from training.tracking import TrackingSettings, frame_hash, log_params, register_and_promote, reproducibility_tags
 from training.uplift_data import CampaignData, UpliftConfig, load_campaign, stratified_split
 from training.uplift_eval import arm_metrics, policies_from_prediction, policy_table
 from training.uplift_learners import fit_runtime
@@ -105,7 +105,7 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
     tracking.activate()
     with mlflow.start_run(run_name="uplift") as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tags({**reproducibility_tags(), "command": "train uplift", "outcome": config.outcome})
-        mlflow.log_params({
+        log_params({
             "campaign": str(config.campaign), "treatment_col": config.treatment_col, "control": config.control,
             "outcome": config.outcome, "revenue_col": config.revenue_col, "features": ",".join(data.features),
             "as_of": None if config.as_of is None else str(config.as_of.date()), "seed": config.seed,
@@ -152,8 +152,9 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
                   "arms": config.catalog.arms, "learner": learner, "best_params": params,
                   "validation": validation}
         mlflow.log_dict(result, "uplift_result.json")
-    config.json_out.parent.mkdir(parents=True, exist_ok=True)
-    config.json_out.write_text(json.dumps(result, indent=2))
+    if config.json_out is not None:
+        config.json_out.parent.mkdir(parents=True, exist_ok=True)
+        config.json_out.write_text(json.dumps(result, indent=2))
     return result
 
 

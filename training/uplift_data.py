@@ -28,7 +28,7 @@ class UpliftConfig:
     outcome: str
     catalog: Catalog
     catalog_path: Path
-    json_out: Path
+    json_out: Path | None
     revenue_col: str | None = None
     id_col: str = "customer_id"
     features: tuple[str, ...] | None = None

@@ -76,7 +76,8 @@ def _validation_table(result: dict) -> None:
 
 @handle_errors
 def train_churn_command(
-    json_out: Path = typer.Option(..., "--json-out", help="Where to write the run summary (JSON)."),
+    json_out: Path = typer.Option(None, "--json-out", help="Where to write the run summary (JSON); "
+                                  "it is always logged to the MLflow run too."),
     transactions: Path | None = typer.Option(None, "--transactions", help="Purchases (.csv/.parquet, or CDNOW .txt)."),
     profiles: Path | None = typer.Option(None, "--profiles", help="Customer attributes to join (.csv/.parquet)."),
     cutoff: str | None = typer.Option(None, "--cutoff", help="YYYY-MM-DD: only transactions on or before it are read."),
@@ -107,7 +108,8 @@ def train_churn_command(
         raise DataError(f"--timeout must be positive, got {timeout}")
     if storage and not study_name:
         raise DataError("--storage needs --study-name so that several processes join the same study")
-    json_out.parent.mkdir(parents=True, exist_ok=True)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
     _quiet_mlflow()
 
     from training.churn import ChurnTrainConfig, train_churn
@@ -126,7 +128,8 @@ def train_churn_command(
     config = ChurnTrainConfig(trials=trials, timeout=timeout, seed=seed, storage=storage, study_name=study_name,
                               register_as=register_as, max_rounds=max_rounds)
     result = train_churn(data, config, TrackingSettings.from_env(experiment))
-    json_out.write_text(json.dumps(result, indent=2, default=str))
+    if json_out is not None:
+        json_out.write_text(json.dumps(result, indent=2, default=str))
     _validation_table(result)
     console.print(f"run {result['run_id']}: {result['n_trials']} trials ({result['n_pruned']} pruned), "
                   f"model {result['model_uri']}", highlight=False)

@@ -17,7 +17,8 @@ def train_uplift_command(
     control: str = typer.Option(..., "--control", help="The arm meaning 'send nothing'."),
     outcome: str = typer.Option(..., "--outcome", help="Binary (0/1) outcome column."),
     catalog: Path = typer.Option(..., "--catalog", help="Incentive catalogue YAML (costs, outcome value)."),
-    json_out: Path = typer.Option(..., "--json-out", help="Where to write the JSON summary."),
+    json_out: Path = typer.Option(None, "--json-out", help="Where to write the JSON summary; it is always "
+                                  "logged to the MLflow run too."),
     revenue_col: str | None = typer.Option(None, "--revenue-col", help="Revenue outcome: net value uses its uplift."),
     id_col: str = typer.Option("customer_id", "--id-col", help="Customer id column."),
     features: str | None = typer.Option(None, "--features", help="Comma-separated feature columns (default: all others)."),
