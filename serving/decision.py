@@ -51,11 +51,13 @@ def chosen_values(values: np.ndarray, decision: np.ndarray, control_value: float
 
 def decide_with_cap(net_values: np.ndarray, costs: np.ndarray, max_sends: int | None = None,
                     budget: float | None = None) -> np.ndarray:
-    """Argmax decision, then keep only the sends with the highest net value per unit of cost until the
-    cap: at most `max_sends` sends and a total send cost (sum of `costs` of the chosen arms) ≤ `budget`.
+    """Argmax decision, then the sends that fit the caps; every other row goes to CONTROL.
 
-    Sends are ranked by net value / cost (a free send ranks first), then by net value, then by row
-    order, and a prefix of that ranking is kept; every other row goes to CONTROL.
+    - `max_sends` (a count cap): the N sends with the highest expected net value (ties by row order).
+    - `budget` (a money cap on the total send cost, the sum of `costs` of the chosen arms): sends ranked
+      by net value per unit of cost (a free send first; then net value, then row order), and the longest
+      prefix of that ranking whose cost fits is kept — the greedy answer to "most value for the money".
+    - Both: the budget's selection, then at most `max_sends` of it, highest net value first; both hold.
     """
     net_values = np.asarray(net_values, dtype=np.float64)
     costs = np.asarray(costs, dtype=np.float64)
@@ -71,16 +73,18 @@ def decide_with_cap(net_values: np.ndarray, costs: np.ndarray, max_sends: int | 
     sends = np.flatnonzero(decision != CONTROL)
     arm = decision[sends]
     value = net_values[sends, arm]
-    cost = costs[arm]
-    with np.errstate(divide="ignore"):
-        ratio = np.where(cost > 0, value / np.where(cost > 0, cost, 1.0), np.inf)
-    order = np.lexsort((sends, -value, -ratio))
-    keep = np.ones(len(order), dtype=bool)
-    if max_sends is not None:
-        keep[max_sends:] = False
+    keep = np.ones(len(sends), dtype=bool)
     if budget is not None:
+        cost = costs[arm]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(cost > 0, value / np.where(cost > 0, cost, 1.0), np.inf)
+        order = np.lexsort((sends, -value, -ratio))
         spent = np.cumsum(cost[order])  # non-decreasing, so this keeps a prefix of the ranking
-        keep &= spent <= budget * (1 + 1e-12) + 1e-12  # absorb float summation error only
+        keep[order[spent > budget * (1 + 1e-12) + 1e-12]] = False  # absorb float summation error only
+    if max_sends is not None:
+        candidates = np.flatnonzero(keep)
+        by_value = candidates[np.lexsort((sends[candidates], -value[candidates]))]
+        keep[by_value[max_sends:]] = False
     capped = decision.copy()
-    capped[sends[order[~keep]]] = CONTROL
+    capped[sends[~keep]] = CONTROL
     return capped

@@ -154,7 +154,7 @@ class RecommendColumns:
 def recommend_columns(churn: ChurnRuntime, uplift: UpliftRuntime, X_churn: np.ndarray, X_uplift: np.ndarray,
                       max_sends: int | None = None, budget: float | None = None) -> RecommendColumns:
     """Which incentive to send (packaged catalogue), its expected net value, per-arm uplift and churn
-    probability; with `max_sends` / `budget`, only the best sends by net value per cost are kept."""
+    probability; with `max_sends` / `budget`, only the sends that fit the caps (`decide_with_cap`) are kept."""
     pred = uplift.predict(X_uplift)
     if max_sends is not None or budget is not None:
         capped = decide_with_cap(pred.net_value, uplift.catalog.costs, max_sends=max_sends, budget=budget)
@@ -175,12 +175,13 @@ def score_rows(churn: ChurnRuntime, customers: Sequence[CustomerLike],
 
 
 def recommend_rows(churn: ChurnRuntime, uplift: UpliftRuntime, customers: Sequence[CustomerLike],
-                   snapshot: FeatureSnapshot | None = None, max_sends: int | None = None) -> list[dict]:
+                   snapshot: FeatureSnapshot | None = None, max_sends: int | None = None,
+                   budget: float | None = None) -> list[dict]:
     """Request customers → recommendation dicts (the `/recommend` contract), in request order."""
     X_churn = encode_customers(customers, churn.encoder, snapshot)
     X_uplift = X_churn if _same_encoding(churn.encoder, uplift.encoder) \
         else encode_customers(customers, uplift.encoder, snapshot)
-    cols = recommend_columns(churn, uplift, X_churn, X_uplift, max_sends=max_sends)
+    cols = recommend_columns(churn, uplift, X_churn, X_uplift, max_sends=max_sends, budget=budget)
     arms, up = cols.arms, cols.uplift.tolist()
     value, p = cols.expected_net_value.tolist(), cols.churn_probability.tolist()
     return [{"customer_id": c.customer_id, "incentive": cols.incentive[i], "expected_net_value": value[i],

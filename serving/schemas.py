@@ -59,7 +59,10 @@ class ScoreRequest(_Strict):
 class RecommendRequest(_Strict):
     customers: Customers
     max_sends: Optional[Annotated[int, Field(ge=0)]] = Field(
-        default=None, description="send at most this many incentives in this request (best net value per cost first)")
+        default=None, description="send at most this many incentives in this request (highest net value first)")
+    budget: Optional[Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(
+        default=None, description="total send cost of this request at most this much (best net value per unit "
+                                  "of cost first); with max_sends, both hold")
 
 
 class Reason(BaseModel):

@@ -184,10 +184,13 @@ class Winback:
             scores=online.score_rows(self.churn, customers, self.snapshot)))
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
-    async def recommend(self, customers: list[Customer], max_sends: int | None = None) -> RecommendResponse:
-        """The incentive with the highest expected net value per customer (packaged catalogue)."""
+    async def recommend(self, customers: list[Customer], max_sends: int | None = None,
+                        budget: float | None = None) -> RecommendResponse:
+        """The incentive with the highest expected net value per customer (packaged catalogue); with
+        `max_sends` / `budget`, only the sends that fit the caps."""
         return await self._answer("/recommend", len(customers), lambda: RecommendResponse(
-            recommendations=online.recommend_rows(self.churn, self.uplift, customers, self.snapshot, max_sends)))
+            recommendations=online.recommend_rows(self.churn, self.uplift, customers, self.snapshot, max_sends,
+                                                  budget)))
 
     @info_app.get("/model-info", response_model=ModelInfo)
     async def model_info(self) -> ModelInfo:

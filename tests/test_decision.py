@@ -48,7 +48,7 @@ def test_budget_sum_of_float_costs_equal_to_budget_is_allowed():
     assert decide_with_cap(net, np.array([0.1]), budget=0.3).tolist() == [0, 0, 0]
 
 
-def test_max_sends_keeps_the_best_ratios_and_leaves_the_rest_on_control():
+def test_max_sends_keeps_the_highest_net_values_and_leaves_the_rest_on_control():
     net = np.array([[1.0], [3.0], [2.0], [-1.0]])
     assert decide_with_cap(net, np.array([1.0]), max_sends=2).tolist() == [CONTROL, 0, 0, CONTROL]
 
@@ -58,9 +58,35 @@ def test_cap_ties_are_broken_by_row_order():
     assert decide_with_cap(net, np.array([0.5]), max_sends=2).tolist() == [0, 0, CONTROL]
 
 
-def test_free_sends_rank_before_any_paid_send():
+def test_free_sends_rank_before_any_paid_send_under_a_budget():
     net = np.array([[0.1, 0.0], [0.0, 9.0]])
-    assert decide_with_cap(net, np.array([0.0, 1.0]), max_sends=1).tolist() == [0, CONTROL]
+    assert decide_with_cap(net, np.array([0.0, 1.0]), budget=0.5).tolist() == [0, CONTROL]
+
+
+# By hand: arm a costs 5, arm b costs 1. Row 0 sends a (net 10, 2 per unit of cost), row 1 sends b (net 6,
+# 6 per unit), row 2 sends b (net 3, 3 per unit), row 3 sends a (net 7, 1.4 per unit).
+NET = np.array([[10.0, 1.0], [0.5, 6.0], [0.2, 3.0], [7.0, 0.0]])
+COSTS = np.array([5.0, 1.0])
+
+
+def test_count_cap_keeps_the_largest_net_values_not_the_best_ratios():
+    # by net value: row 0 (10), row 3 (7); by value per cost it would have been rows 1 and 2 (total 9 < 17)
+    assert decide_with_cap(NET, COSTS, max_sends=2).tolist() == [0, CONTROL, CONTROL, 0]
+
+
+def test_money_cap_keeps_the_best_value_per_unit_of_cost():
+    # ratio order rows 1 (cost 1), 2 (cost 1), 0 (cost 5), 3: budget 7 fits rows 1, 2 and 0 (7), not row 3
+    assert decide_with_cap(NET, COSTS, budget=7.0).tolist() == [0, 1, 1, CONTROL]
+    # budget 6: rows 1, 2 (2); row 0 would make 7 → the prefix stops there
+    assert decide_with_cap(NET, COSTS, budget=6.0).tolist() == [CONTROL, 1, 1, CONTROL]
+
+
+def test_both_caps_hold_together():
+    # budget 7 selects rows 1, 2, 0; at most 2 of them, highest net value first: rows 0 (10) and 1 (6)
+    capped = decide_with_cap(NET, COSTS, max_sends=2, budget=7.0)
+    assert capped.tolist() == [0, 1, CONTROL, CONTROL]
+    sent = capped != CONTROL
+    assert sent.sum() <= 2 and COSTS[capped[sent]].sum() <= 7.0
 
 
 def test_no_cap_is_the_plain_decision():

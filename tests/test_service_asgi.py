@@ -176,6 +176,15 @@ def test_bad_input_is_a_4xx_naming_the_field(packaged, client_with, route):
         assert nan.json()["error"] == "customers[0].features.frequency: expected a finite number or null (missing), got nan"
 
 
+def test_recommend_with_a_budget_spends_at_most_it(packaged, client_with):
+    with client_with() as client:
+        free = client.post("/recommend", json=body(packaged["table"], range(40))).json()["recommendations"]
+        capped = client.post("/recommend", json=body(packaged["table"], range(40), budget=5.0)).json()
+    costs = {arm: cost for arm, cost in zip(CATALOG.arms, CATALOG.costs)}
+    spent = sum(costs.get(r["incentive"], 0.0) for r in capped["recommendations"])
+    assert 0 < spent <= 5.0 < sum(costs.get(r["incentive"], 0.0) for r in free)
+
+
 def test_null_values_and_unseen_categories_are_answered(packaged, client_with):
     request = body(packaged["table"], [0])
     request["customers"][0]["features"].update(overdue_ratio=None, top_category="spaceships")

@@ -91,8 +91,9 @@ def recommend_command(
     output: Path = typer.Option(..., "--output", help="Where to write recommendations (.csv/.parquet)."),
     id_col: str = typer.Option("customer_id", "--id-col", help="Customer id column of the input."),
     catalog: Path | None = typer.Option(None, "--catalog", help="Catalogue YAML overriding the packaged one."),
-    max_sends: int | None = typer.Option(None, "--max-sends", help="Send at most this many incentives."),
-    budget: float | None = typer.Option(None, "--budget", help="Total send cost at most this amount."),
+    max_sends: int | None = typer.Option(None, "--max-sends", help="Send at most this many incentives (the highest net values)."),
+    budget: float | None = typer.Option(None, "--budget", help="Total send cost at most this amount (best net value per unit of cost "
+                                        "first); with --max-sends both hold."),
 ) -> None:
     """Choose an incentive (or none) per customer; optional send/budget cap over the whole batch."""
     from features.io import table_format
