@@ -37,6 +37,29 @@ def read_table(path: str | os.PathLike, **csv_kwargs) -> pd.DataFrame:
         raise DataError(f"{path}: cannot read {kind}: {exc}") from exc
 
 
+def _publish(tmp: str | os.PathLike, target: Path) -> None:
+    """Give the finished temporary file the mode a plain `open()` would (0666 less the umask; mkstemp makes
+    0600), then rename it over the target."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o666 & ~mask)
+    os.replace(tmp, target)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write a text file (a JSON summary) through a temporary file beside it and a rename."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        _publish(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike, index: bool = False) -> Path:
     """Write to a temporary file beside `path`, then rename: readers never see half a file."""
     kind = table_format(path)
@@ -49,7 +72,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, index: bool = False) 
             df.to_csv(tmp, index=index)
         else:
             df.to_parquet(tmp, index=index)
-        os.replace(tmp, target)
+        _publish(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -87,7 +110,7 @@ class AtomicTableWriter:
     def close(self) -> Path:
         if self._writer is not None:
             self._writer.close()
-        os.replace(self._tmp, self.path)
+        _publish(self._tmp, self.path)
         return self.path
 
     def abort(self) -> None:

@@ -7,7 +7,7 @@ OUT="${DEMO_DIR:-demo}"
 export MLFLOW_TRACKING_URI="${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db}"
 
 echo "== simulate 5,000 customers"
-$WB simulate --customers 5000 --seed 7 --output-dir "$OUT/data"
+$WB simulate --customers 5000 --seed 7 --output-dir "$OUT/data" --mkdir
 
 echo "== point-in-time features as of the end of the history, with lifecycle and value segments"
 $WB features build --transactions "$OUT/data/transactions.parquet" --profiles "$OUT/data/customers.parquet" \

@@ -38,7 +38,7 @@ def trained(tmp_path_factory):
         result = runner.invoke(app, ["train", "churn", "--transactions", "tx.parquet", "--profiles", "profiles.parquet",
                                      "--cutoff", CUTOFF, "--horizon-days", "120", "--snapshots", "2", "--trials", "3",
                                      "--max-rounds", "80", "--seed", "1", "--register-as", "winback-churn",
-                                     "--json-out", "out/churn.json"])
+                                     "--json-out", "out/churn.json", "--mkdir"])
         assert result.exit_code == 0, result.output
         summary = json.loads((tmp / "out" / "churn.json").read_text())
         yield {"tmp": tmp, "sim": sim, "summary": summary, "output": result.output, "mp": mp}

@@ -97,3 +97,26 @@ def test_every_command_has_help():
     for args in (["features", "build", "--help"], ["segment", "summary", "--help"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 0 and "Usage" in result.stdout
+
+
+@pytest.mark.parametrize("output", ["out.csv", "out.parquet"])
+def test_outputs_get_the_mode_a_plain_open_would_give(tmp_path, output):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        assert build(tmp_path, output=output).exit_code == 0
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / output).stat().st_mode) == 0o644  # mkstemp alone would leave 0600
+
+
+def test_missing_output_folder_is_an_error_unless_mkdir(tmp_path):
+    result = build(tmp_path, output="no/such/dir/out.csv")
+    assert result.exit_code == 2
+    assert f"--output: folder {tmp_path / 'no' / 'such' / 'dir'} does not exist (create it, or pass --mkdir)" in \
+        " ".join(result.stderr.split())
+    assert not (tmp_path / "no").exists()
+    assert build(tmp_path, output="no/such/dir/out.csv", extra=["--mkdir"]).exit_code == 0
+    assert (tmp_path / "no" / "such" / "dir" / "out.csv").is_file()

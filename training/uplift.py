@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from features.errors import DataError
+from features.io import write_text_atomic
 from serving.batch_recommend import ID_COLUMN, recommendation_frame
 from serving.catalog import dump_catalog
 from serving.encoding import FeatureEncoder
@@ -153,8 +154,7 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
                   "validation": validation}
         mlflow.log_dict(result, "uplift_result.json")
     if config.json_out is not None:
-        config.json_out.parent.mkdir(parents=True, exist_ok=True)
-        config.json_out.write_text(json.dumps(result, indent=2))
+        write_text_atomic(config.json_out, json.dumps(result, indent=2))
     return result
 
 

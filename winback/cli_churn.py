@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from winback.cli_common import console, handle_errors, parse_date, progress
+from winback.cli_common import check_output, console, handle_errors, parse_date, progress
 
 
 def _quiet_mlflow() -> None:
@@ -95,6 +95,7 @@ def train_churn_command(
     register_as: str | None = typer.Option(None, "--register-as", help="Registered model name, e.g. winback-churn."),
     storage: str | None = typer.Option(None, "--storage", help="Optuna RDB URL shared by several processes."),
     study_name: str | None = typer.Option(None, "--study-name", help="Optuna study name (needed with --storage)."),
+    mkdir: bool = typer.Option(False, "--mkdir", help="Create the output's folder if it does not exist."),
 ) -> None:
     """Tune, calibrate and log a LightGBM churn model in MLflow; optionally register it as champion."""
     from features.errors import DataError
@@ -108,8 +109,7 @@ def train_churn_command(
         raise DataError(f"--timeout must be positive, got {timeout}")
     if storage and not study_name:
         raise DataError("--storage needs --study-name so that several processes join the same study")
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
+    check_output(json_out, "--json-out", mkdir)
     _quiet_mlflow()
 
     from training.churn import ChurnTrainConfig, train_churn
@@ -129,7 +129,9 @@ def train_churn_command(
                               register_as=register_as, max_rounds=max_rounds)
     result = train_churn(data, config, TrackingSettings.from_env(experiment))
     if json_out is not None:
-        json_out.write_text(json.dumps(result, indent=2, default=str))
+        from features.io import write_text_atomic
+
+        write_text_atomic(json_out, json.dumps(result, indent=2, default=str))
     _validation_table(result)
     console.print(f"run {result['run_id']}: {result['n_trials']} trials ({result['n_pruned']} pruned), "
                   f"model {result['model_uri']}", highlight=False)
@@ -150,6 +152,7 @@ def score_command(
     as_of: str | None = typer.Option(None, "--as-of", help="YYYY-MM-DD: score customers as of this date."),
     table: Path | None = typer.Option(None, "--table", help="Customer table (for models trained with --table)."),
     id_col: str | None = typer.Option(None, "--id-col", help="Customer id column of --table."),
+    mkdir: bool = typer.Option(False, "--mkdir", help="Create the output's folder if it does not exist."),
 ) -> None:
     """Churn probability, risk tier, lifecycle stage, value tier and value at risk per customer."""
     from features.errors import DataError
@@ -160,6 +163,7 @@ def score_command(
     if transactions is not None and as_of is None:
         raise DataError("--transactions needs --as-of")
     table_format(output)
+    check_output(output, "--output", mkdir)
     day = parse_date(as_of, "--as-of") if transactions is not None else None
     from serving.batch_score import score_table, score_transactions
     from serving.churn_runtime import load_churn_runtime

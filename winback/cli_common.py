@@ -6,6 +6,7 @@ import functools
 import sys
 import warnings
 from datetime import date
+from pathlib import Path
 
 import pandas as pd
 import typer
@@ -48,6 +49,18 @@ def handle_errors(func):
             warnings.showwarning = shown
 
     return wrapper
+
+
+def check_output(path: Path | None, option: str, mkdir: bool) -> None:
+    """An output's folder must exist (a typo must not create folders anywhere), unless `--mkdir`."""
+    if path is None:
+        return
+    parent = Path(path).expanduser().absolute().parent
+    if parent.is_dir():
+        return
+    if not mkdir:
+        raise DataError(f"{option}: folder {parent} does not exist (create it, or pass --mkdir)")
+    parent.mkdir(parents=True, exist_ok=True)
 
 
 def parse_date(value: str, option: str) -> pd.Timestamp:

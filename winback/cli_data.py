@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd  # already loaded by cli_common
 import typer
 
-from winback.cli_common import console, handle_errors, parse_date
+from winback.cli_common import check_output, console, handle_errors, parse_date
 
 
 def _read(path: Path, id_col: str):
@@ -28,6 +28,7 @@ def build_command(
     time_col: str = typer.Option("timestamp", "--time-col", help="Purchase time column (ISO 8601 or YYYYMMDD)."),
     amount_col: str = typer.Option("amount", "--amount-col", help="Purchase amount column."),
     allow_refunds: bool = typer.Option(False, "--allow-refunds", help="Accept negative amounts as refunds."),
+    mkdir: bool = typer.Option(False, "--mkdir", help="Create the output's folder if it does not exist."),
 ) -> None:
     """Build point-in-time features with lifecycle stage and value tier, one row per customer."""
     from features.build import build_features
@@ -37,6 +38,7 @@ def build_command(
 
     cutoff = parse_date(as_of, "--as-of")
     table_format(output)
+    check_output(output, "--output", mkdir)
     raw = _read(transactions, id_col)
     tx = normalize_transactions(raw, id_col=id_col, time_col=time_col, amount_col=amount_col,
                                 allow_refunds=allow_refunds, as_of=cutoff)

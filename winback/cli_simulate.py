@@ -6,14 +6,16 @@ from pathlib import Path
 
 import typer
 
-from winback.cli_common import console, handle_errors
+from winback.cli_common import check_output, console, handle_errors
 
 
 @handle_errors
 def simulate_command(
     customers: int = typer.Option(5000, "--customers", help="Number of customers to simulate."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes the same files."),
-    output_dir: Path = typer.Option(..., "--output-dir", help="Directory for the five output files."),
+    output_dir: Path = typer.Option(..., "--output-dir", help="Directory for the five output files (created; "
+                                    "its parent must exist unless --mkdir)."),
+    mkdir: bool = typer.Option(False, "--mkdir", help="Create the output's folder if it does not exist."),
 ) -> None:
     """Simulate two years of purchases and a randomised win-back campaign, with the true effects."""
     from features.errors import DataError
@@ -21,6 +23,7 @@ def simulate_command(
 
     if customers <= 0:
         raise DataError(f"--customers: must be a positive number, got {customers}")
+    check_output(output_dir, "--output-dir", mkdir)  # the folder itself is created, its parent must exist
     sim = simulate(customers=customers, seed=seed)
     paths = write_simulation(sim, output_dir)
     console.print(

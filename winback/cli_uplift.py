@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from features.errors import DataError
-from winback.cli_common import console, fail, handle_errors, parse_date, progress
+from winback.cli_common import check_output, console, fail, handle_errors, parse_date, progress
 
 
 @handle_errors
@@ -31,6 +31,7 @@ def train_uplift_command(
     experiment: str = typer.Option("winback-uplift", "--experiment", help="MLflow experiment name."),
     register_as: str | None = typer.Option(None, "--register-as", help="Register the model under this name."),
     churn_model: str | None = typer.Option(None, "--churn-model", help="Churn model URI for the top-risk policy."),
+    mkdir: bool = typer.Option(False, "--mkdir", help="Create the output's folder if it does not exist."),
 ) -> None:
     """Tune multi-arm uplift models with Optuna, evaluate policies offline, log and register in MLflow."""
     from serving.catalog import load_catalog
@@ -47,6 +48,7 @@ def train_uplift_command(
         fail(f"--trials: must be at least 1, got {trials}")
     if transactions is not None and as_of is None:
         fail("--transactions needs --as-of")
+    check_output(json_out, "--json-out", mkdir)
     config = UpliftConfig(
         campaign=campaign, treatment_col=treatment_col, control=control, outcome=outcome,
         catalog=load_catalog(catalog), catalog_path=catalog, json_out=json_out, revenue_col=revenue_col,
@@ -94,6 +96,7 @@ def recommend_command(
     max_sends: int | None = typer.Option(None, "--max-sends", help="Send at most this many incentives (the highest net values)."),
     budget: float | None = typer.Option(None, "--budget", help="Total send cost at most this amount (best net value per unit of cost "
                                         "first); with --max-sends both hold."),
+    mkdir: bool = typer.Option(False, "--mkdir", help="Create the output's folder if it does not exist."),
 ) -> None:
     """Choose an incentive (or none) per customer; optional send/budget cap over the whole batch."""
     from features.io import table_format
@@ -106,6 +109,7 @@ def recommend_command(
     if budget is not None and budget < 0:
         fail(f"--budget: must be >= 0, got {budget}")
     table_format(output)
+    check_output(output, "--output", mkdir)
     override = load_catalog(catalog) if catalog else None
     try:
         runtime = load_uplift_runtime(model)
