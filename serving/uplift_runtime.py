@@ -5,8 +5,12 @@ learner kind, so that uplift is computed by calling the boosters directly on one
 
 - two_models:            uplift_a = treated_a(X) − control_a(X)
 - solo_model:            uplift_a = solo_a([X, 1]) − solo_a([X, 0])  (arm indicator as last column)
-- class_transformation:  uplift_a = 2·ct_a(X) − 1, with control_a(X) (a control-only response model)
-                         for p_control, and p_a = p_control + uplift_a
+- class_transformation:  z = 1 for (treated, y=1) and (control, y=0); with π_a the arm's treated share in
+                         training, P(z=1|X) = π_a·p_a + (1 − π_a)·(1 − p_control), so
+                         p_a = (ct_a(X) − (1 − π_a)·(1 − control_a(X))) / π_a and uplift_a = p_a − control_a(X).
+                         At π_a = ½ this is the textbook 2·ct_a(X) − 1, which is biased at any other split
+                         (+0.16 for everyone at a 40/60 split and a 10 % base rate); models saved before
+                         π_a was recorded are read with π_a = ½.
 
 p_control is the mean of the per-arm control estimates (identical boosters are called once).
 
@@ -113,6 +117,7 @@ class UpliftRuntime:
 
             uplift = np.empty((n, k), dtype=np.float64)
             base = np.zeros(n)
+            shares = recipe.get("treated_shares") or [0.5] * k
             for j, (name, control) in enumerate(zip(recipe["treated" if kind == "two_models" else "models"],
                                                     recipe["controls"])):
                 p_c = call(control)
@@ -121,7 +126,8 @@ class UpliftRuntime:
                     out[:, j] = call(name)
                     uplift[:, j] = out[:, j] - p_c
                 else:
-                    uplift[:, j] = 2.0 * call(name) - 1.0
+                    share = shares[j]
+                    uplift[:, j] = (call(name) - (1.0 - share) * (1.0 - p_c)) / share - p_c
                     out[:, j] = np.clip(p_c + uplift[:, j], 0.0, 1.0)
             return base / max(k, 1), out, uplift
         if kind == "solo_model":

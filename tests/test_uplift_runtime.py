@@ -47,6 +47,8 @@ def _sklift_uplift(kind, X, arm, y, j, categorical):
 def test_runtime_uplift_equals_scikit_uplift_predict(campaign, kind):
     frame, encoder, X, arm, y = campaign
     runtime = fit_runtime(X, arm, y, encoder, CATALOG, kind, PARAMS, seed=7)
+    if kind == "class_transformation":  # scikit-uplift decodes 2·P − 1, i.e. a treated share of ½
+        runtime.recipes["outcome"]["treated_shares"] = [0.5, 0.5]
     uplift = runtime.predict(X).uplift
     for j in range(2):
         np.testing.assert_allclose(uplift[:, j], _sklift_uplift(kind, X, arm, y, j, encoder.categorical_indices),
@@ -112,3 +114,35 @@ def test_records_and_frame_encode_to_the_same_decision(campaign):
     a = runtime.predict_frame(head)
     b = runtime.predict_records(head.to_dict("records"))
     np.testing.assert_array_equal(a.net_value, b.net_value)
+
+
+def test_class_transformation_invents_no_uplift_on_an_unbalanced_split():
+    """No true effect, 40 % treated, 10 % base rate: 2·P(z=1) − 1 would say +0.16 for everyone (and send
+    to all); decoded with the treated share, the uplift is about zero and (almost) nobody gets a send."""
+    import pandas as pd
+
+    from serving.catalog import Catalog
+    from serving.encoding import FeatureEncoder
+    from training.uplift_learners import fit_runtime
+
+    rng = np.random.default_rng(7)
+    n = 60_000
+    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n), "c": rng.integers(0, 5, n).astype(float)})
+    arm = np.where(rng.random(n) < 0.4, 0, -1)
+    y = (rng.random(n) < 0.1).astype(int)
+    encoder = FeatureEncoder().fit(frame)
+    catalog = Catalog.from_dict({"control": "none", "outcome_value": 40.0,
+                                 "incentives": [{"name": "mail", "cost": 1.5}]})
+    params = {"n_estimators": 40, "learning_rate": 0.05, "num_leaves": 4, "min_child_samples": 2000, "n_jobs": 1}
+    runtime = fit_runtime(encoder.transform(frame), arm, y, encoder, catalog, "class_transformation", params, seed=0)
+    assert runtime.recipes["outcome"]["treated_shares"] == [pytest.approx(0.4, abs=0.01)]
+    X = encoder.transform(frame)
+    prediction = runtime.predict(X)
+    observed = y[arm == 0].mean() - y[arm == -1].mean()
+    assert abs(np.mean(prediction.uplift) - observed) < 0.005  # unbiased: centred on the observed difference
+    assert np.mean(np.abs(prediction.uplift)) < 0.02
+    assert np.mean(prediction.incentive == "mail") < 0.05
+
+    runtime.recipes["outcome"].pop("treated_shares")  # read as a model saved before the share was recorded
+    assert np.mean(runtime.predict_uplift(X)) > 0.1  # the textbook 2·P − 1: about +0.16 at this split
+    assert np.mean(runtime.predict(X).incentive == "mail") > 0.95  # ... and a send for everyone

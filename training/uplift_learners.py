@@ -40,7 +40,8 @@ def _estimator(params: Mapping, seed: int, regression: bool):
 
 
 def class_transformation_applies(treated_share: float) -> bool:
-    """The class-transformation identity uplift = 2·P(z=1) − 1 assumes a 50/50 treatment split."""
+    """Class transformation is decoded with the arm's treated share (exact at any split, see the uplift
+    runtime), but far from 50/50 the decoding divides by a small share and amplifies the model's error."""
     return 0.4 <= treated_share <= 0.6
 
 
@@ -50,6 +51,7 @@ class ArmFit:
 
     kind: str
     boosters: dict[str, lgb.Booster]
+    treated_share: float = 0.5  # share of this arm among its rows + control rows (class transformation)
 
 
 def fit_arm(kind: str, X: np.ndarray, treatment: np.ndarray, y: np.ndarray, params: Mapping, seed: int,
@@ -70,7 +72,8 @@ def fit_arm(kind: str, X: np.ndarray, treatment: np.ndarray, y: np.ndarray, para
         model = ClassTransformation(_estimator(params, seed, False))
         model.fit(X, y, treatment, estimator_fit_params=fit_params)
         control = _estimator(params, seed, False).fit(X[treatment == 0], y[treatment == 0], **fit_params)
-        return ArmFit(kind, {"model": model.estimator.booster_, "control": control.booster_})
+        return ArmFit(kind, {"model": model.estimator.booster_, "control": control.booster_},
+                      float(np.mean(treatment == 1)))
     raise ValueError(f"unknown learner {kind!r}; expected one of {', '.join(LEARNERS)}")
 
 
@@ -101,7 +104,8 @@ def assemble_runtime(encoder: FeatureEncoder, catalog: Catalog, fits: Mapping[st
             recipe = {"kind": kind, "models": [add(target, "solo", f.boosters["model"]) for f in arm_fits]}
         else:
             recipe = {"kind": kind, "models": [add(target, "ct", f.boosters["model"]) for f in arm_fits],
-                      "controls": [add(target, "control", f.boosters["control"]) for f in arm_fits]}
+                      "controls": [add(target, "control", f.boosters["control"]) for f in arm_fits],
+                      "treated_shares": [f.treated_share for f in arm_fits]}
         recipes[target] = recipe
     return UpliftRuntime(encoder, catalog, recipes, boosters, metadata)
 
