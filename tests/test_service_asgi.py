@@ -251,3 +251,15 @@ def test_unreadable_snapshot_fails_the_start_naming_the_file_and_the_fix(package
     with pytest.raises(StartupError, match=r"^WINBACK_FEATURES=.*nowhere\.parquet: file not found; fix:"):
         with client_with(WINBACK_FEATURES=tmp_path / "nowhere.parquet"):
             pass
+
+
+def test_readme_example_request_is_answered(packaged, client_with):
+    import json
+    from pathlib import Path
+
+    example = json.loads((Path(__file__).resolve().parents[1] / "examples" / "score_request.json").read_text())
+    with client_with() as client:
+        score = client.post("/score", json=example)
+        recommend = client.post("/recommend", json=example)
+    assert score.status_code == 200 and recommend.status_code == 200, score.text
+    assert [s["customer_id"] for s in score.json()["scores"]] == [c["customer_id"] for c in example["customers"]]
