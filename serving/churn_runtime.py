@@ -237,6 +237,9 @@ def load_churn_runtime(model_uri: str) -> ChurnRuntime:
     from serving.registry import download_model
 
     runtime_dir = download_model(model_uri) / "artifacts" / "runtime"
+    if runtime_dir.is_dir() and not (runtime_dir / BOOSTER_FILE).is_file() and (runtime_dir / RUNTIME_FILE).is_file():
+        raise DataError(f"--model: {model_uri!r} is an uplift model; this needs a churn model "
+                        f"(e.g. models:/winback-churn@champion, from `winback train churn`)")
     if not runtime_dir.is_dir():
         raise DataError(f"--model: {model_uri!r} is not a winback churn model (no artifacts/runtime)")
     runtime = ChurnRuntime.load(runtime_dir)

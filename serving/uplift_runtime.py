@@ -206,8 +206,16 @@ def find_runtime_dir(root: str | Path) -> Path:
 
 def load_uplift_runtime(model_uri: str) -> UpliftRuntime:
     """Load the runtime from a local directory or any MLflow model URI (runs:/, models:/name@alias, …)."""
-    if Path(model_uri).is_dir():
-        return UpliftRuntime.load(find_runtime_dir(model_uri))
-    from serving.registry import download_model
+    from features.errors import DataError
 
-    return UpliftRuntime.load(find_runtime_dir(download_model(model_uri)))
+    if Path(model_uri).is_dir():
+        root = Path(model_uri)
+    else:
+        from serving.registry import download_model
+
+        root = download_model(model_uri)
+    directory = find_runtime_dir(root)
+    if (directory / "booster.txt").is_file():  # the churn runtime's layout
+        raise DataError(f"--model: {model_uri!r} is a churn model; this needs an uplift model "
+                        f"(e.g. models:/winback-uplift@champion, from `winback train uplift`)")
+    return UpliftRuntime.load(directory)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from features.errors import DataError
 from winback.cli_common import console, err_console, fail, handle_errors
 
 SERVICE = "serving.service:Winback"
@@ -24,9 +25,18 @@ def package(
     from serving import model_store
     from training.tracking import TrackingSettings
 
-    mlflow.set_tracking_uri(TrackingSettings.from_env().tracking_uri)
+    tracking_uri = TrackingSettings.from_env().tracking_uri
+    if tracking_uri.startswith("sqlite:///"):
+        store = Path(tracking_uri[len("sqlite:///"):])
+        if not store.is_file():  # MLflow would create an empty store here and then find no model
+            fail(f"no MLflow tracking store at {tracking_uri} ({store.absolute()} does not exist): run where "
+                 f"`winback train` wrote it, or set MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(tracking_uri)
     for model, uri in ((model_store.CHURN, churn_model), (model_store.UPLIFT, uplift_model)):
-        stored = model_store.import_mlflow_model(model, uri)
+        try:
+            stored = model_store.import_mlflow_model(model, uri)
+        except DataError as exc:
+            fail(f"{exc} (tracking store {tracking_uri})")
         labels = stored.info.labels
         console.print(f"{stored.tag}  ← {uri}  (registry version {labels.get('registry_version', '-')}, "
                       f"run {labels.get('mlflow_run_id', '-')})", highlight=False, soft_wrap=True)
