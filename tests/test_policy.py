@@ -57,3 +57,19 @@ def test_bad_inputs_are_refused_with_a_message(kwargs, message):
             "policy": deterministic_policy(np.ones(4, dtype=int), 2)} | kwargs
     with pytest.raises(ValueError, match=message):
         ipw_value(**args)
+
+
+def test_paired_difference_of_two_policies_by_hand():
+    from training.policy import deterministic_policy, paired_difference
+
+    # rows (action, reward): (0, 1), (0, 0), (1, 0), (1, 1), each logged with propensity ½
+    rewards, actions, e = np.array([1.0, 0.0, 0.0, 1.0]), np.array([0, 0, 1, 1]), np.full(4, 0.5)
+    always0 = deterministic_policy(np.zeros(4, dtype=int), 2)
+    always1 = deterministic_policy(np.ones(4, dtype=int), 2)
+    out = paired_difference(rewards, actions, e, always0, always1)
+    # V = ½ each; influences ψ0 = [1, −1, 0, 0], ψ1 = [0, 0, −1, 1]; se = std(ddof 1) / √4
+    assert out["value_a"] == out["value_b"] == 0.5 and out["difference"] == 0.0
+    assert out["se_a"] == pytest.approx(np.sqrt(2 / 3) / 2)
+    assert out["se_difference"] == pytest.approx(np.sqrt(4 / 3) / 2)
+    same = paired_difference(rewards, actions, e, always0, always0)
+    assert same["difference"] == 0.0 and same["se_difference"] == 0.0  # identical policies: nothing to test

@@ -87,10 +87,14 @@ def reproducibility_tags() -> dict[str, str]:
 
 
 def register_and_promote(model_uri: str, name: str, candidate_score: float,
-                         champion_score: Callable[[str], float], metric: str) -> dict:
-    """Register `model_uri` as a new version of `name`; alias it `champion` when it scores at least
-    the current champion (scored by `champion_score(champion_model_uri)` on this run's validation
-    data), otherwise `challenger`. Returns {"name", "version", "alias", "champion_score"}.
+                         champion_score: Callable[[str], float], metric: str,
+                         beats: Callable[[str], tuple[bool, dict]] | None = None) -> dict:
+    """Register `model_uri` as a new version of `name`; alias it `champion` when it beats the current
+    champion, otherwise `challenger`. Returns {"name", "version", "alias", "champion_score", "comparison"}.
+
+    By default "beats" means scoring at least the champion (`champion_score(champion_model_uri)`, on this
+    run's validation data). `beats(champion_model_uri)` replaces that rule with one of the caller's,
+    returning (promote, figures of the comparison), e.g. a paired test on the same rows.
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -102,10 +106,17 @@ def register_and_promote(model_uri: str, name: str, candidate_score: float,
     except MlflowException:
         current = None
     version = mlflow.register_model(model_uri, name).version
-    previous = None
-    if current is not None:
+    previous, comparison = None, {}
+    if current is None:
+        promote = True
+    elif beats is not None:
+        promote, comparison = beats(f"models:/{name}/{current.version}")
+        previous = comparison.get("champion")
+    else:
         previous = float(champion_score(f"models:/{name}/{current.version}"))
-    alias = "champion" if previous is None or candidate_score >= previous else "challenger"
+        promote = candidate_score >= previous
+    alias = "champion" if promote else "challenger"
     client.set_registered_model_alias(name, alias, version)
     client.set_model_version_tag(name, version, metric, f"{candidate_score:.6f}")
-    return {"name": name, "version": str(version), "alias": alias, "champion_score": previous}
+    return {"name": name, "version": str(version), "alias": alias, "champion_score": previous,
+            "comparison": comparison}

@@ -71,6 +71,42 @@ def _champion_score(data: CampaignData, rows: np.ndarray, config: UpliftConfig):
     return score
 
 
+def _beats_champion(candidate: UpliftRuntime, data: CampaignData, rows: np.ndarray, config: UpliftConfig):
+    """Promotion rule: the candidate's net policy value beats the champion's on the same held-out rows by
+    more than the standard error of the paired difference (two noisy IPW estimates compared with `>=`
+    would promote on noise half the time). Both values are logged with their standard errors."""
+    from training.policy import deterministic_policy, paired_difference
+    from training.uplift_eval import net_rewards
+
+    def beats(champion_uri: str) -> tuple[bool, dict]:
+        import mlflow
+
+        try:
+            champion = load_uplift_runtime(champion_uri)
+            if list(champion.arms) != list(candidate.arms):
+                raise DataError("other arms")
+            decisions = [runtime.predict(runtime.encoder.transform(data.frame.iloc[rows]), config.catalog).decision
+                         for runtime in (candidate, champion)]
+        except DataError:
+            return True, {"reason": "the champion cannot score this data (other arms or features)"}
+        k = len(config.catalog.arms)
+        arm = data.arm[rows]
+        net = net_rewards(data.y[rows], None if data.revenue is None else data.revenue[rows], arm, config.catalog)
+        action = np.where(arm == -1, 0, arm + 1)
+        cand, champ = (deterministic_policy(d + 1, k + 1) for d in decisions)
+        control = deterministic_policy(np.zeros(len(rows), dtype=np.int64), k + 1)
+        figures = paired_difference(net, action, data.propensity[rows], cand, champ)
+        # net policy values as in the validation table: relative to "control for everyone", paired with it
+        vs_control = [paired_difference(net, action, data.propensity[rows], p, control) for p in (cand, champ)]
+        promote = figures["difference"] > figures["se_difference"]
+        comparison = {"candidate": vs_control[0]["difference"], "candidate_se": vs_control[0]["se_difference"],
+                      "champion": vs_control[1]["difference"], "champion_se": vs_control[1]["se_difference"],
+                      "difference": figures["difference"], "difference_se": figures["se_difference"]}
+        mlflow.log_metrics({f"promotion.{key}": value for key, value in comparison.items()})
+        return promote, {**comparison, "rule": "promote when difference > difference_se (paired, same rows)"}
+    return beats
+
+
 def evaluate_runtime(runtime: UpliftRuntime, data: CampaignData, rows: np.ndarray,
                      config: UpliftConfig) -> tuple[dict, object]:
     """The `validation` section of the JSON for held-out `rows`, and the prediction behind it."""
@@ -147,7 +183,8 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
         if config.register_as:
             registered = register_and_promote(info.model_uri, config.register_as,
                                               validation["net_policy_value"]["model"],
-                                              _champion_score(data, test_rows, config), "net_policy_value")
+                                              _champion_score(data, test_rows, config), "net_policy_value",
+                                              beats=_beats_champion(runtime, data, test_rows, config))
             mlflow.set_tag("registered_alias", registered["alias"])
         result = {"run_id": run.info.run_id, "model_uri": info.model_uri, "registered": registered,
                   "arms": config.catalog.arms, "learner": learner, "best_params": params,
