@@ -1,5 +1,7 @@
 """Unit and data tests of churn labels, snapshots and label tables (hand-computed answers)."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pandas.testing as pdt
@@ -102,3 +104,16 @@ def test_table_frame_indexes_by_id_and_drops_id_and_target_from_attributes():
 def test_table_frame_names_a_missing_target_column():
     with pytest.raises(DataError, match="--target: column 'churn'"):
         table_frame(pd.DataFrame({"a": [1]}), target="churn")
+
+
+def test_profile_columns_that_look_time_varying_are_warned_about():
+    from features.errors import DataWarning
+    from training.churn_data import warn_time_varying_profiles
+
+    static = pd.DataFrame({"customer_id": ["a"], "age": [30], "region": ["north"], "signup_channel": ["web"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_time_varying_profiles(static)  # nothing to say
+    changing = static.assign(order_count=[3], last_login=["2024-01-01"], days_since_visit=[4])
+    with pytest.warns(DataWarning, match="order_count, last_login, days_since_visit look time-varying"):
+        warn_time_varying_profiles(changing)

@@ -171,3 +171,23 @@ def test_outcome_columns_of_a_campaign_log_are_not_taken_as_features():
     assert outcome_like_columns(frame, visit) == ["conversion", "spend"]
     as_outcome = frame.drop(columns="conversion").assign(visit=visit.astype(int))
     assert outcome_like_columns(as_outcome, conversion) == ["spend", "visit"]
+
+
+def test_campaign_ids_that_do_not_match_the_transactions_are_an_error_naming_them(tmp_path):
+    from features.errors import DataError
+    from features.simulate import simulate, write_simulation
+    from serving.catalog import load_catalog
+    from training.uplift_data import UpliftConfig, load_campaign
+
+    paths = write_simulation(simulate(customers=300, seed=1), tmp_path)
+    campaign = pd.read_parquet(tmp_path / "campaign.parquet")
+    base = dict(treatment_col="incentive", control="no_contact", outcome="converted",
+                catalog=load_catalog(tmp_path / "incentives.yaml"), catalog_path=tmp_path / "incentives.yaml",
+                json_out=None, transactions=tmp_path / "transactions.parquet", as_of=pd.Timestamp("2025-12-31"))
+    data = load_campaign(UpliftConfig(campaign=tmp_path / "campaign.parquet", **base))
+    assert data.frame["recency_days"].notna().mean() >= 0.95
+    campaign["customer_id"] = "X-" + campaign["customer_id"].astype(str)  # another system's id format
+    campaign.to_parquet(tmp_path / "other.parquet")
+    with pytest.raises(DataError, match=r"--id-col 'customer_id': only 0\.0% of campaign customers .*unmatched e\.g\. "
+                                        r"'X-"):
+        load_campaign(UpliftConfig(campaign=tmp_path / "other.parquet", **base))

@@ -7,13 +7,15 @@ with a label: a stratified holdout.
 
 from __future__ import annotations
 
+import re
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from features.errors import DataError
+from features.errors import DataError, DataWarning
 from training.labels import LABEL, SNAPSHOT, day_end, snapshot_dates, stack_snapshots, table_frame
 from training.tracking import frame_hash
 
@@ -70,6 +72,21 @@ def _check_both_classes(frame: pd.DataFrame, what: str) -> None:
                         "check --cutoff / --horizon-days against the data's date range")
 
 
+_TIME_VARYING = re.compile(r"(_count|_counts|_days|_total|_balance|_score)$|^(last|latest|current|days_since)_",
+                           re.IGNORECASE)
+
+
+def warn_time_varying_profiles(profiles: pd.DataFrame) -> None:
+    """Profiles are joined as they are to every snapshot, also to past ones: a column that changes over time
+    (a count, a balance, "last_…") would tell a past snapshot about its future. Profile columns must be
+    static attributes (age band, region, signup channel); warn for names that look time-varying."""
+    suspects = [c for c in profiles.columns if c != "customer_id" and _TIME_VARYING.search(str(c))]
+    if suspects:
+        warnings.warn(f"profile column(s) {', '.join(suspects)} look time-varying, but profiles are joined as they "
+                      f"are to every (past) snapshot, which leaks the present into the past; keep only static "
+                      f"attributes in --profiles, or build such columns from transactions", DataWarning, stacklevel=3)
+
+
 def prepare_transactions(transactions: pd.DataFrame, cutoff: pd.Timestamp, horizon_days: int,
                          snapshots: int = 1, step_days: int = 30, profiles: pd.DataFrame | None = None,
                          seed: int = 0) -> ChurnData:
@@ -87,6 +104,8 @@ def prepare_transactions(transactions: pd.DataFrame, cutoff: pd.Timestamp, horiz
         raise DataError(f"snapshot date {dates[-1].date()} (cutoff − horizon − {snapshots - 1}·step) is before the "
                         f"first transaction {first.date()}; use a later --cutoff, a shorter --horizon-days "
                         "or fewer --snapshots")
+    if profiles is not None:
+        warn_time_varying_profiles(profiles)
     stacked = stack_snapshots(history, dates, horizon_days, profiles)
     features = [c for c in stacked.columns if c not in (LABEL, SNAPSHOT)]
     if snapshots >= 2:

@@ -85,9 +85,12 @@ def _binary(series: pd.Series, name: str) -> np.ndarray:
     return values.to_numpy(dtype=np.int64)
 
 
+MIN_JOIN_COVERAGE = 0.95  # share of campaign customers that must match a purchase history
+
+
 def _join_transaction_features(frame: pd.DataFrame, config: UpliftConfig) -> tuple[pd.DataFrame, list[str]]:
     from features.build import build_features
-    from features.contracts import normalize_profiles, normalize_transactions
+    from features.contracts import ids_as_strings, normalize_profiles, normalize_transactions
 
     if config.as_of is None:
         raise DataError("--transactions needs --as-of (the cutoff for point-in-time features)")
@@ -97,7 +100,20 @@ def _join_transaction_features(frame: pd.DataFrame, config: UpliftConfig) -> tup
     profiles = normalize_profiles(read_table(config.profiles)) if config.profiles is not None else None
     built = build_features(transactions, config.as_of, profiles=profiles)
     built = built.drop(columns=[c for c in built.columns if c in frame.columns])
-    extra = built.reindex(frame[config.id_col].astype(str).to_numpy())  # customers without history: NaN
+    ids = ids_as_strings(frame[config.id_col], repr(config.id_col))  # the same id rule as the transactions
+    matched = ids.isin(built.index).to_numpy()
+    coverage = float(matched.mean()) if len(matched) else 0.0
+    if coverage < MIN_JOIN_COVERAGE:
+        unmatched = ", ".join(repr(v) for v in ids[~matched].unique()[:3])
+        known = ", ".join(repr(v) for v in built.index[:3])
+        raise DataError(f"--id-col {config.id_col!r}: only {coverage:.1%} of campaign customers ({int(matched.sum()):,} "
+                        f"of {len(matched):,}) have a purchase on or before --as-of (at least "
+                        f"{MIN_JOIN_COVERAGE:.0%} needed); unmatched e.g. {unmatched}; transaction ids look like "
+                        f"{known}: check the id column and its format (leading zeros, prefixes)")
+    if coverage < 1.0:
+        warnings.warn(f"{coverage:.1%} of campaign customers matched a purchase history; the other "
+                      f"{int((~matched).sum()):,} get missing transaction features", DataWarning, stacklevel=3)
+    extra = built.reindex(ids.to_numpy())  # customers without history: NaN
     extra.index = frame.index
     joined = pd.concat([frame, extra], axis=1)
     return joined, list(built.columns)
