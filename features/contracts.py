@@ -42,6 +42,15 @@ def _rename(df: pd.DataFrame, mapping: dict[str, str], what: str) -> pd.DataFram
     return df.rename(columns=moved)
 
 
+def parse_numbers(column: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """Text → float64 (stripped; blank → missing), and the mask of non-blank values that are not numbers.
+    The one rule for numbers written as text in customer tables, at training and at scoring time."""
+    text = column.astype("string").str.strip()
+    text = text.mask(text == "")
+    numbers = pd.to_numeric(text, errors="coerce").astype("float64")
+    return numbers, (numbers.isna() & text.notna()).to_numpy()
+
+
 def ids_as_strings(ids: pd.Series, column: str = repr(ID)) -> pd.Series:
     """Customer ids as strings: integers (also integral floats) without '.0', text stripped."""
     missing = ids.isna().to_numpy()

@@ -13,6 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from features.contracts import parse_numbers
 from features.errors import DataError
 from features.io import AtomicTableWriter
 from serving.churn_runtime import ChurnRuntime
@@ -71,12 +72,10 @@ def conform_table(table: pd.DataFrame, runtime: ChurnRuntime) -> pd.DataFrame:
         if name in runtime.encoder.categories_ or pd.api.types.is_numeric_dtype(col):
             out[name] = col if pd.api.types.is_numeric_dtype(col) else col.astype("string").str.strip().replace("", pd.NA)
             continue
-        text = col.astype("string").str.strip().replace("", pd.NA)
-        numbers = pd.to_numeric(text, errors="coerce")
-        bad = numbers.isna() & text.notna()
+        numbers, bad = parse_numbers(col)
         if bad.any():
-            raise DataError(f"--table: column {name!r} must be numeric; e.g. {text[bad].iloc[0]!r}")
-        out[name] = numbers.astype("float64")
+            raise DataError(f"--table: column {name!r} must be numeric; e.g. {col[bad].iloc[0]!r}")
+        out[name] = numbers
     return pd.DataFrame(out, index=table.index)
 
 

@@ -28,7 +28,8 @@ MIN_RATE_WINDOW_DAYS = 90
 RATE_WINDOW_DAYS = 365
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 − p)) with p clipped to [1e-6, 1 − 1e-6]: the one logit of training and serving."""
     p = np.clip(p, 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
 
@@ -50,9 +51,9 @@ def apply_calibration(raw: np.ndarray, calibration: dict, terms: np.ndarray | No
     """
     method = calibration.get("method", "none")
     if method == "platt":
-        return 1.0 / (1.0 + np.exp(-(calibration["a"] * _logit(raw) + calibration["b"])))
+        return 1.0 / (1.0 + np.exp(-(calibration["a"] * logit(raw) + calibration["b"])))
     if method == "logistic_stack":
-        z = calibration["a"] * _logit(raw) + calibration["b"] + terms @ np.asarray(calibration["weights"], dtype=float)
+        z = calibration["a"] * logit(raw) + calibration["b"] + terms @ np.asarray(calibration["weights"], dtype=float)
         return 1.0 / (1.0 + np.exp(-z))
     if method == "isotonic":
         return np.interp(raw, calibration["x"], calibration["y"])

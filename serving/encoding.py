@@ -84,11 +84,14 @@ class FeatureEncoder:
             col = frame[name]
             if name in self.categories_:
                 out[:, j] = self._category_codes(col, self.categories_[name])
-            else:
-                try:
-                    out[:, j] = pd.to_numeric(col, errors="raise").astype("float64").to_numpy(na_value=np.nan)
-                except (TypeError, ValueError):
-                    raise DataError(f"column {name!r} must be numeric") from None
+            elif pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+                out[:, j] = col.astype("float64").to_numpy(na_value=np.nan)
+            elif col.isna().all():
+                out[:, j] = np.nan
+            else:  # text where the model needs a number: refused, as the online service refuses "5"
+                sample = col.dropna().iloc[0]
+                raise DataError(f"column {name!r} must be numeric, got text (e.g. {sample!r}); convert it first "
+                                f"(for a customer table, `winback score --table` does)")
         for j, name, minimum in self._bounds:
             below = np.flatnonzero(out[:, j] < minimum)
             if len(below):

@@ -80,3 +80,11 @@ def test_models_saved_before_bounds_bound_counts_and_days_only():
     old = FeatureEncoder.from_dict({"features": ["recency_days", "spend_90d", "top_channel"],
                                     "categories": {"top_channel": ["web"]}})
     assert old.minimums_ == {"recency_days": 0.0}
+
+
+def test_text_for_a_numeric_feature_is_refused_in_batch_as_online(encoder):
+    frame = pd.DataFrame({"recency_days": ["5", "7"], "top_channel": ["web", "web"], "region": [None, None]})
+    with pytest.raises(DataError, match=r"column 'recency_days' must be numeric, got text \(e\.g\. '5'\)"):
+        encoder.transform(frame)
+    with pytest.raises(DataError, match=r"features\[0\]\.recency_days: expected a number, got str"):
+        encoder.transform_records([{"recency_days": "5", "top_channel": "web", "region": None}])

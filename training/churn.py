@@ -20,7 +20,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from features.errors import DataError
-from serving.churn_runtime import (ChurnRuntime, apply_calibration, load_churn_runtime, segment_config_dict,
+from serving.churn_runtime import (ChurnRuntime, apply_calibration, load_churn_runtime, logit, segment_config_dict,
                                    stack_terms)
 from serving.encoding import FeatureEncoder
 from training import churn_report
@@ -57,15 +57,13 @@ class ChurnTrainConfig:
 
 def fit_platt(raw: np.ndarray, y: np.ndarray) -> dict:
     """Platt scaling on the logit of the raw probability, fitted on validation rows."""
-    logit = np.log(np.clip(raw, 1e-6, 1 - 1e-6) / (1 - np.clip(raw, 1e-6, 1 - 1e-6)))
-    model = LogisticRegression(C=1e6, max_iter=1000).fit(logit.reshape(-1, 1), y.astype(int))
+    model = LogisticRegression(C=1e6, max_iter=1000).fit(logit(raw).reshape(-1, 1), y.astype(int))
     return {"method": "platt", "a": float(model.coef_[0, 0]), "b": float(model.intercept_[0])}
 
 
 def fit_stack(raw: np.ndarray, terms: np.ndarray, columns: list[str], y: np.ndarray) -> dict:
     """Logistic layer on [logit(raw), log1p(columns)], fitted on validation rows (see apply_calibration)."""
-    logit = np.log(np.clip(raw, 1e-6, 1 - 1e-6) / (1 - np.clip(raw, 1e-6, 1 - 1e-6)))
-    model = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([logit, terms]), y.astype(int))
+    model = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([logit(raw), terms]), y.astype(int))
     return {"method": "logistic_stack", "a": float(model.coef_[0, 0]), "b": float(model.intercept_[0]),
             "columns": list(columns), "weights": [float(w) for w in model.coef_[0, 1:]]}
 

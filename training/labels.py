@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from features.contracts import parse_numbers
 from features.errors import DataError
 
 LABEL = "churned"
@@ -97,12 +98,12 @@ def coerce_attributes(frame: pd.DataFrame) -> pd.DataFrame:
         if pd.api.types.is_numeric_dtype(col):
             out[name] = col
             continue
-        text = col.astype("string").str.strip()
-        text = text.mask(text == "")
-        numbers = pd.to_numeric(text, errors="coerce")
-        if text.notna().any() and (numbers.notna() == text.notna()).all():
-            out[name] = numbers.astype("float64")
+        numbers, not_numbers = parse_numbers(col)
+        if numbers.notna().any() and not not_numbers.any():
+            out[name] = numbers
         else:
+            text = col.astype("string").str.strip()
+            text = text.mask(text == "")
             out[name] = text.astype(object).where(text.notna(), None)
     return pd.DataFrame(out, index=frame.index)
 
