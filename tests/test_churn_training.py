@@ -68,7 +68,9 @@ def test_run_tree_has_a_parent_with_metrics_artifacts_and_one_nested_run_per_tri
                  "validation_lift_at_10", "baseline_recency_auc", "baseline_frequency_auc"):
         assert name in parent.data.metrics
     assert parent.data.params["cutoff"] == CUTOFF and len(parent.data.params["data_hash"]) == 16
-    assert parent.data.tags["git_commit"]
+    from training.tracking import git_commit
+
+    assert parent.data.tags["git_commit"] == git_commit() != "unknown"
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
     assert len(children) == 3
     assert all("validation_auc" in c.data.metrics and "num_leaves" in c.data.params for c in children)

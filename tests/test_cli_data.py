@@ -120,3 +120,13 @@ def test_missing_output_folder_is_an_error_unless_mkdir(tmp_path):
     assert not (tmp_path / "no").exists()
     assert build(tmp_path, output="no/such/dir/out.csv", extra=["--mkdir"]).exit_code == 0
     assert (tmp_path / "no" / "such" / "dir" / "out.csv").is_file()
+
+
+@pytest.mark.parametrize("command", [["features", "build"], ["score"], ["recommend"], ["simulate"], ["serve"],
+                                     ["train", "churn"], ["train", "uplift"]])
+def test_flags_show_no_value_in_help_and_work_as_typed(command):
+    result = runner.invoke(app, [*command, "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    flags = [line for line in result.stdout.splitlines() if any(f in line for f in ("--mkdir", "--allow-refunds",
+                                                                                       "--no-access-log"))]
+    assert flags and not any("<bool>" in line for line in flags)

@@ -131,12 +131,23 @@ def test_recommend_from_the_registered_champion_writes_one_row_per_customer(trai
         out = CliRunner().invoke(app, ["recommend", "--model", "models:/sim-uplift@champion",
                                        "--input", str(directory / "customers_features.parquet"),
                                        "--max-sends", "100", "--output", str(directory / "recs.csv")])
+        uncapped = CliRunner().invoke(app, ["recommend", "--model", "models:/sim-uplift@champion",
+                                            "--input", str(directory / "customers_features.parquet"),
+                                            "--output", str(directory / "all.csv")])
     assert out.exit_code == 0, out.output
+    assert uncapped.exit_code == 0, uncapped.output
     recs = pd.read_csv(directory / "recs.csv")
     arms = [item["name"] for item in sim.catalog["incentives"]]
     assert list(recs.columns) == ["customer_id", "incentive", "expected_net_value", *(f"uplift:{a}" for a in arms)]
     assert len(recs) == len(customers)
-    assert (recs["incentive"] != "no_contact").sum() <= 100
+    free = pd.read_csv(directory / "all.csv")
+    wanted = free[free["incentive"] != "no_contact"]
+    assert len(wanted) > 100  # the cap binds
+    sends = recs[recs["incentive"] != "no_contact"]
+    assert len(sends) == 100
+    # the 100 kept are the model's sends with the highest expected net value
+    best = wanted.sort_values("expected_net_value", ascending=False, kind="stable").head(100)
+    assert set(sends["customer_id"]) == set(best["customer_id"])
 
 
 def test_retraining_the_same_model_does_not_displace_the_champion(trained):

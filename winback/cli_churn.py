@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from winback.cli_common import check_output, console, handle_errors, parse_date, progress
+from winback.cli_common import MKDIR_HELP, check_output, console, flag, handle_errors, parse_date, progress
 
 
 def _quiet_mlflow() -> None:
@@ -95,7 +95,7 @@ def train_churn_command(
     register_as: str | None = typer.Option(None, "--register-as", help="Registered model name, e.g. winback-churn."),
     storage: str | None = typer.Option(None, "--storage", help="Optuna RDB URL shared by several processes."),
     study_name: str | None = typer.Option(None, "--study-name", help="Optuna study name (needed with --storage)."),
-    mkdir: bool = typer.Option(False, "--mkdir", help="Create the output's folder if it does not exist."),
+    mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Tune, calibrate and log a LightGBM churn model in MLflow; optionally register it as champion."""
     from features.errors import DataError
@@ -152,7 +152,7 @@ def score_command(
     as_of: str | None = typer.Option(None, "--as-of", help="YYYY-MM-DD: score customers as of this date."),
     table: Path | None = typer.Option(None, "--table", help="Customer table (for models trained with --table)."),
     id_col: str | None = typer.Option(None, "--id-col", help="Customer id column of --table."),
-    mkdir: bool = typer.Option(False, "--mkdir", help="Create the output's folder if it does not exist."),
+    mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Churn probability, risk tier, lifecycle stage, value tier and value at risk per customer."""
     from features.errors import DataError

@@ -51,6 +51,14 @@ def handle_errors(func):
     return wrapper
 
 
+def flag(names: str, help: str, default: bool = False):
+    """A boolean option typed as a bare flag (`--mkdir`), shown in help without a `<bool>` value."""
+    return typer.Option(default, *names.split(), help=help, metavar="")
+
+
+MKDIR_HELP = "Create the output's folder if it does not exist."
+
+
 def check_output(path: Path | None, option: str, mkdir: bool) -> None:
     """An output's folder must exist (a typo must not create folders anywhere), unless `--mkdir`."""
     if path is None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd  # already loaded by cli_common
 import typer
 
-from winback.cli_common import check_output, console, handle_errors, parse_date
+from winback.cli_common import MKDIR_HELP, check_output, console, flag, handle_errors, parse_date
 
 
 def _read(path: Path, id_col: str):
@@ -27,8 +27,8 @@ def build_command(
     id_col: str = typer.Option("customer_id", "--id-col", help="Customer id column (transactions and profiles)."),
     time_col: str = typer.Option("timestamp", "--time-col", help="Purchase time column (ISO 8601 or YYYYMMDD)."),
     amount_col: str = typer.Option("amount", "--amount-col", help="Purchase amount column."),
-    allow_refunds: bool = typer.Option(False, "--allow-refunds", help="Accept negative amounts as refunds."),
-    mkdir: bool = typer.Option(False, "--mkdir", help="Create the output's folder if it does not exist."),
+    allow_refunds: bool = flag("--allow-refunds", "Accept negative amounts as refunds."),
+    mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Build point-in-time features with lifecycle stage and value tier, one row per customer."""
     from features.build import build_features

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from features.errors import DataError
-from winback.cli_common import console, err_console, fail, handle_errors
+from winback.cli_common import console, err_console, fail, flag, handle_errors
 
 SERVICE = "serving.service:Winback"
 SERVICE_NAME = "winback"
@@ -51,8 +51,8 @@ def serve(
     workers: int = typer.Option(None, min=1, help="Worker processes (default: the service's 2, one per core)."),
     features: Path = typer.Option(None, "--features", help="Feature snapshot for lookups by customer_id "
                                   "(sets WINBACK_FEATURES; a relative path is taken from this directory)."),
-    access_log: bool = typer.Option(True, "--access-log/--no-access-log",
-                                    help="One log line per request (BentoML's access log)."),
+    access_log: bool = flag("--access-log/--no-access-log", "One log line per request (BentoML's access log).",
+                            default=True),
     graceful_timeout: int = typer.Option(5, min=1, help="Seconds requests in flight may take to finish "
                                          "after SIGTERM / Ctrl-C before the server is stopped."),
 ) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from winback.cli_common import check_output, console, handle_errors
+from winback.cli_common import MKDIR_HELP, check_output, console, flag, handle_errors
 
 
 @handle_errors
@@ -15,7 +15,7 @@ def simulate_command(
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes the same files."),
     output_dir: Path = typer.Option(..., "--output-dir", help="Directory for the five output files (created; "
                                     "its parent must exist unless --mkdir)."),
-    mkdir: bool = typer.Option(False, "--mkdir", help="Create the output's folder if it does not exist."),
+    mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Simulate two years of purchases and a randomised win-back campaign, with the true effects."""
     from features.errors import DataError

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from features.errors import DataError
-from winback.cli_common import check_output, console, fail, handle_errors, parse_date, progress
+from winback.cli_common import MKDIR_HELP, check_output, console, fail, flag, handle_errors, parse_date, progress
 
 
 @handle_errors
@@ -31,7 +31,7 @@ def train_uplift_command(
     experiment: str = typer.Option("winback-uplift", "--experiment", help="MLflow experiment name."),
     register_as: str | None = typer.Option(None, "--register-as", help="Register the model under this name."),
     churn_model: str | None = typer.Option(None, "--churn-model", help="Churn model URI for the top-risk policy."),
-    mkdir: bool = typer.Option(False, "--mkdir", help="Create the output's folder if it does not exist."),
+    mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Tune multi-arm uplift models with Optuna, evaluate policies offline, log and register in MLflow."""
     from serving.catalog import load_catalog
@@ -96,7 +96,7 @@ def recommend_command(
     max_sends: int | None = typer.Option(None, "--max-sends", help="Send at most this many incentives (the highest net values)."),
     budget: float | None = typer.Option(None, "--budget", help="Total send cost at most this amount (best net value per unit of cost "
                                         "first); with --max-sends both hold."),
-    mkdir: bool = typer.Option(False, "--mkdir", help="Create the output's folder if it does not exist."),
+    mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Choose an incentive (or none) per customer; optional send/budget cap over the whole batch."""
     from features.io import table_format
