@@ -171,3 +171,19 @@ def test_calibration_stacks_log_terms_only_when_every_stack_column_is_a_feature(
     platt, _ = fit_calibration(raw, X[:, :2], ["recency_days", "frequency"], y, stack=True)
     assert platt["method"] == "platt"
     assert fit_calibration(raw, X, ["recency_days", "frequency", "tenure_days"], y, stack=False)[0]["method"] == "platt"
+
+
+def test_label_window_overlap_is_stated_and_a_step_of_one_horizon_removes_it(trained):
+    from training.labels import SNAPSHOT
+
+    sim = trained["sim"]
+    default = prepare_transactions(sim.transactions, pd.Timestamp(CUTOFF), 120, 2, 30, sim.customers, seed=1)
+    assert default.description["label_window_overlap_days"] == 90  # windows 30 days apart share 120 − 30 days
+    assert "overlap by 90 of 120 days" in default.description["validation"]
+    strict = prepare_transactions(sim.transactions, pd.Timestamp(CUTOFF), 120, 2, 120, sim.customers, seed=1)
+    assert strict.description["label_window_overlap_days"] == 0
+    assert "label windows do not overlap" in strict.description["validation"]
+    newest, older = (pd.Timestamp(d) for d in strict.description["snapshot_dates"])
+    assert older + pd.Timedelta(days=120) <= newest  # every training label is observed before validation starts
+    assert (pd.to_datetime(strict.train[SNAPSHOT]) == older).all()
+    assert (pd.to_datetime(strict.valid[SNAPSHOT]) == newest).all()

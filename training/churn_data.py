@@ -76,6 +76,11 @@ _TIME_VARYING = re.compile(r"(_count|_counts|_days|_total|_balance|_score)$|^(la
                            re.IGNORECASE)
 
 
+def label_window_overlap_days(horizon_days: int, step_days: int) -> int:
+    """Days shared by the label windows (T_k, T_k + horizon] of snapshots `step_days` apart."""
+    return max(0, int(horizon_days) - int(step_days))
+
+
 def warn_time_varying_profiles(profiles: pd.DataFrame) -> None:
     """Profiles are joined as they are to every snapshot, also to past ones: a column that changes over time
     (a count, a balance, "last_…") would tell a past snapshot about its future. Profile columns must be
@@ -110,8 +115,13 @@ def prepare_transactions(transactions: pd.DataFrame, cutoff: pd.Timestamp, horiz
     features = [c for c in stacked.columns if c not in (LABEL, SNAPSHOT)]
     if snapshots >= 2:
         train, valid = _out_of_time(stacked, dates[0], seed)
+        overlap = label_window_overlap_days(horizon_days, step_days)
+        windows = (f"label windows of consecutive snapshots overlap by {overlap} of {horizon_days} days (the newest "
+                   f"training labels share {overlap} days with the validation labels; --snapshot-step-days "
+                   f"{horizon_days} or more removes that)" if overlap else
+                   "label windows do not overlap: every training label is observed before the validation window starts")
         validation = (f"out of time and out of customer: train on {len(dates) - 1} older snapshot(s), validate on "
-                      f"{dates[0].date()} for a held-out {HOLDOUT_FRACTION:.0%} of customers")
+                      f"{dates[0].date()} for a held-out {HOLDOUT_FRACTION:.0%} of customers; {windows}")
     else:
         train, valid = _holdout(stacked, seed)
         validation = f"stratified customer holdout ({HOLDOUT_FRACTION:.0%}) at {dates[0].date()}"
@@ -124,6 +134,7 @@ def prepare_transactions(transactions: pd.DataFrame, cutoff: pd.Timestamp, horiz
         "snapshots": int(snapshots),
         "snapshot_step_days": int(step_days),
         "snapshot_dates": [str(d.date()) for d in dates],
+        "label_window_overlap_days": label_window_overlap_days(horizon_days, step_days) if snapshots >= 2 else 0,
         "validation": validation,
         "transaction_rows": int(len(history)),
         "rows": int(len(stacked)),
