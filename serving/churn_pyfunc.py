@@ -20,7 +20,7 @@ class ChurnPyfunc(PythonModel):
 
         self.runtime = ChurnRuntime.load(context.artifacts["runtime"])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         return self.runtime.score_frame(frame).reset_index(drop=True)
 

@@ -20,7 +20,7 @@ class UpliftPyfunc(PythonModel):
 
         self.runtime = UpliftRuntime.load(find_runtime_dir(context.artifacts["runtime"]))
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         from serving.batch_recommend import recommendation_frame
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)

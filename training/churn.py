@@ -27,7 +27,8 @@ from training import churn_report
 from training.churn_data import ChurnData
 from training.churn_tuning import MAX_ROUNDS, TuningData, mlflow_trial_logger, run_study, train_booster, trial_counts
 from training.metrics import auc, classification_summary
-from training.tracking import TrackingSettings, log_params, register_and_promote, reproducibility_tags
+from training.tracking import (TrackingSettings, explicit_signature, log_params,
+                               register_and_promote, reproducibility_tags)
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # holds features/, serving/, training/
 PYFUNC_FILE = PACKAGE_ROOT / "serving" / "churn_pyfunc.py"
@@ -128,10 +129,11 @@ def _log_model(runtime: ChurnRuntime, example: pd.DataFrame, workdir: Path):
     output = runtime.score_frame(example).reset_index(drop=True)
     requirements = [f"{pkg}=={importlib_metadata.version(pkg)}"
                     for pkg in ("mlflow", "lightgbm", "pandas", "numpy", "scikit-learn", "pyarrow")]
-    return mlflow.pyfunc.log_model(
-        name="model", python_model=str(PYFUNC_FILE), artifacts={"runtime": str(runtime_dir)},
-        code_paths=CODE_PATHS, signature=infer_signature(example, output), input_example=example,
-        pip_requirements=requirements)
+    with explicit_signature():
+        return mlflow.pyfunc.log_model(
+            name="model", python_model=str(PYFUNC_FILE), artifacts={"runtime": str(runtime_dir)},
+            code_paths=CODE_PATHS, signature=infer_signature(example, output), input_example=example,
+            pip_requirements=requirements)
 
 
 def _champion_scorer(valid: pd.DataFrame, y_valid: np.ndarray):

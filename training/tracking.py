@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import platform
 import subprocess
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -53,6 +55,17 @@ def log_params(params: dict) -> None:
     logged = mlflow.get_run(run.info.run_id).data.params if run is not None else {}
     mlflow.log_params({(key if key not in logged or logged[key] == str(value) else f"resolved.{key}"): value
                        for key, value in params.items()})
+
+
+@contextlib.contextmanager
+def explicit_signature():
+    """While logging a pyfunc whose signature is given explicitly: MLflow's advice to add type hints to
+    `predict` (for signature inference) does not apply, so it is not printed on every training run."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
+        # MLflow's own input-example check trips a pandas 3 deprecation (not ours to fix)
+        warnings.filterwarnings("ignore", message="Operation with range is deprecated", module="mlflow")
+        yield
 
 
 def frame_hash(*frames: pd.DataFrame | None) -> str:

@@ -21,7 +21,8 @@ from serving.batch_recommend import ID_COLUMN, recommendation_frame
 from serving.catalog import dump_catalog
 from serving.encoding import FeatureEncoder
 from serving.uplift_runtime import UpliftRuntime, load_uplift_runtime
-from training.tracking import TrackingSettings, frame_hash, log_params, register_and_promote, reproducibility_tags
+from training.tracking import (TrackingSettings, explicit_signature, frame_hash, log_params,
+                               register_and_promote, reproducibility_tags)
 from training.uplift_data import CampaignData, UpliftConfig, load_campaign, stratified_split
 from training.uplift_eval import arm_metrics, policies_from_prediction, policy_table
 from training.uplift_learners import fit_runtime
@@ -227,9 +228,10 @@ def _log_model(runtime: UpliftRuntime, example: pd.DataFrame, workdir: Path):
     output = recommendation_frame(runtime.predict_frame(example), ids, with_net_values=True)
     inferred = infer_signature(example, output)
     inputs = Schema([ColSpec(AnyType(), c.name, required=c.name != ID_COLUMN) for c in inferred.inputs.inputs])
-    return mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_FILE),
-                                   artifacts={"runtime": str(runtime_dir)}, code_paths=CODE_PATHS,
-                                   signature=ModelSignature(inputs, inferred.outputs), input_example=example)
+    with explicit_signature():
+        return mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_FILE),
+                                       artifacts={"runtime": str(runtime_dir)}, code_paths=CODE_PATHS,
+                                       signature=ModelSignature(inputs, inferred.outputs), input_example=example)
 
 
 def _log_validation(validation: dict, prediction, data: CampaignData, rows: np.ndarray,
