@@ -130,3 +130,20 @@ def test_flags_show_no_value_in_help_and_work_as_typed(command):
     flags = [line for line in result.stdout.splitlines() if any(f in line for f in ("--mkdir", "--allow-refunds",
                                                                                        "--no-access-log"))]
     assert flags and not any("<bool>" in line for line in flags)
+
+
+def test_value_tier_follows_the_models_stored_rule_or_is_named_for_the_files_own(tmp_path):
+    from conftest_service import feature_table, write_models
+
+    churn, _ = write_models(tmp_path / "models", feature_table())  # stored value-tier thresholds (150, 400)
+    own = build(tmp_path, output="own.csv")
+    assert own.exit_code == 0, own.output
+    table = read_table(tmp_path / "own.csv")
+    assert "value_tier_in_file" in table.columns and "value_tier" not in table.columns
+    by_model = build(tmp_path, output="model.csv", extra=["--model", str(churn)])
+    assert by_model.exit_code == 0, by_model.output
+    table = read_table(tmp_path / "model.csv")
+    # spend_365d of 15 and 3: both under the model's mid threshold of 150 → low, as /score would say
+    assert table["value_tier"].tolist() == ["low", "low"] and "value_tier_in_file" not in table.columns
+    summary = runner.invoke(app, ["segment", "summary", "--features", str(tmp_path / "own.csv")])
+    assert summary.exit_code == 0, summary.output

@@ -19,6 +19,9 @@ def _read(path: Path, id_col: str):
     return read_table(path)
 
 
+FILE_TIER = "value_tier_in_file"  # value tier by this file's quantiles: not the rule a model stores
+
+
 def build_command(
     transactions: Path = typer.Option(..., "--transactions", help="Purchases: .csv or .parquet, one row per purchase."),
     as_of: str = typer.Option(..., "--as-of", help="Cutoff date YYYY-MM-DD (inclusive); later purchases are ignored."),
@@ -28,9 +31,14 @@ def build_command(
     time_col: str = typer.Option("timestamp", "--time-col", help="Purchase time column (ISO 8601 or YYYYMMDD)."),
     amount_col: str = typer.Option("amount", "--amount-col", help="Purchase amount column."),
     allow_refunds: bool = flag("--allow-refunds", "Accept negative amounts as refunds."),
+    model: str | None = typer.Option(None, "--model", help="Churn model URI: value tiers with its stored thresholds "
+                                     "(the rule /score and `winback score` use), written as value_tier."),
     mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
-    """Build point-in-time features with lifecycle stage and value tier, one row per customer."""
+    """Build point-in-time features with lifecycle stage and value tier, one row per customer.
+
+    With --model the value tier follows the model's stored rule (column `value_tier`, as `/score` gives
+    it); without, it uses the quantiles of this file (column `value_tier_in_file`, another rule)."""
     from features.build import build_features
     from features.contracts import normalize_profiles, normalize_transactions
     from features.io import table_format, write_table
@@ -43,7 +51,19 @@ def build_command(
     tx = normalize_transactions(raw, id_col=id_col, time_col=time_col, amount_col=amount_col,
                                 allow_refunds=allow_refunds, as_of=cutoff)
     attributes = normalize_profiles(_read(profiles, id_col), id_col=id_col) if profiles else None
-    segmented = segment(build_features(tx, cutoff, attributes))
+    features = build_features(tx, cutoff, attributes)
+    if model is not None:
+        from features.errors import DataError
+        from features.segment import SegmentConfig
+        from serving.churn_runtime import load_churn_runtime
+
+        runtime = load_churn_runtime(model)
+        if not runtime.has_segments or runtime.value_tier_thresholds is None:
+            raise DataError(f"--model: {model!r} was trained on a customer table; it has no value-tier rule")
+        segmented = segment(features, SegmentConfig(**runtime.segment_config),
+                            thresholds=tuple(runtime.value_tier_thresholds))
+    else:
+        segmented = segment(features).rename(columns={"value_tier": FILE_TIER})
     write_table(segmented.reset_index(), output)
     ignored = int((tx["timestamp"] >= cutoff + pd.Timedelta(days=1)).sum())
     console.print(
@@ -64,6 +84,8 @@ def summary_command(
     from features.segment import STAGES, TIERS, segment_summary
 
     table = read_table(features)
+    if "value_tier" not in table.columns and FILE_TIER in table.columns:
+        table = table.rename(columns={FILE_TIER: "value_tier"})
     for name in ("lifecycle_stage", "value_tier", "spend_365d"):
         if name not in table.columns:
             raise DataError(f"{features}: column {name!r} is missing; build it with `winback features build`")
