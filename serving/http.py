@@ -200,15 +200,19 @@ def complete_openapi(document: dict, endpoints: dict[str, Sequence[FeatureEncode
 
 
 # -- connections ----------------------------------------------------------------------------------
+ACCEPT_DELAY_PER_CONNECTION = 0.0005  # seconds a worker waits per connection it already holds
+
+
 def accept_one_connection_per_wakeup() -> None:
     """Spread keep-alive connections over the workers instead of letting one worker take them all.
 
-    BentoML's workers share one listening socket, and asyncio accepts every pending connection
-    (up to the backlog, 2,048) each time the socket is readable. A client opening 8 connections at once
-    then lands all 8 on whichever worker woke first: that worker saturates one core while the other
-    idles (measured: one worker at 100 % CPU, the other at 0 %, half the throughput). Accepting one
-    connection per wakeup lets every idle worker race for the next one, so connections, and with them
-    the load, spread over the workers. Called once in each server worker, before it starts listening.
+    BentoML's workers share one listening socket, and asyncio accepts every pending connection (up to
+    the backlog, 2,048) each time the socket is readable. A client opening 8 connections at once then
+    lands all 8 on whichever worker woke first: that worker saturates one core while the other idles
+    (measured: one worker at 100 % CPU, the other at 0 %, half the throughput). Here a worker accepts one
+    connection per wakeup, and a worker that already holds k connections waits k × 0.5 ms before taking
+    the next one, so the worker with fewer connections (usually) takes it: least-connections balancing
+    without any shared state. Called once in each server worker, before it starts listening.
     """
     from asyncio import selector_events
 
@@ -217,8 +221,19 @@ def accept_one_connection_per_wakeup() -> None:
     if getattr(accept, "one_per_wakeup", False):
         return
 
-    def accept_one(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100, *args, **kwargs):
-        return accept(self, protocol_factory, sock, sslcontext, server, 1, *args, **kwargs)
+    def accept_one(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100, *args):
+        held = getattr(server, "_active_count", 0)
+        if held == 0:
+            return accept(self, protocol_factory, sock, sslcontext, server, 1, *args)
+        self._remove_reader(sock.fileno())  # step back: another worker may take this connection first
+
+        def take_one_and_listen_again():
+            if server is not None and not server.is_serving():
+                return
+            accept(self, protocol_factory, sock, sslcontext, server, 1, *args)
+            self._start_serving(protocol_factory, sock, sslcontext, server, backlog, *args)
+
+        self.call_later(ACCEPT_DELAY_PER_CONNECTION * held, take_one_and_listen_again)
 
     accept_one.one_per_wakeup = True
     loop_class._accept_connection = accept_one

@@ -100,3 +100,47 @@ def test_one_connection_is_accepted_per_wakeup():
         for c in clients:
             c.close()
         listener.close()
+
+
+def test_a_worker_holding_connections_waits_before_taking_another():
+    from serving.http import ACCEPT_DELAY_PER_CONNECTION
+
+    accept_one_connection_per_wakeup()
+
+    class Busy:  # what asyncio's Server exposes: how many connections this worker holds
+        _active_count = 4
+
+        def is_serving(self):
+            return True
+
+        def _attach(self):
+            self._active_count += 1
+
+        def _detach(self):
+            self._active_count -= 1
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    client = socket.create_connection(listener.getsockname())
+    made = []
+
+    class Protocol(asyncio.Protocol):
+        def connection_made(self, transport):
+            made.append(transport)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop._accept_connection(Protocol, listener, None, Busy(), 100)
+        loop.run_until_complete(asyncio.sleep(0))
+        assert made == []  # stepped back: a less busy worker gets the first chance
+        loop.run_until_complete(asyncio.sleep(4 * ACCEPT_DELAY_PER_CONNECTION + 0.05))
+        assert len(made) == 1  # nobody else took it: accepted after the wait
+    finally:
+        for transport in made:
+            transport.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+        client.close()
+        listener.close()
