@@ -52,12 +52,21 @@ class _FastHandle:
 
 
 class BoosterCaller:
-    """Predictions of one booster, choosing per call how to run them (see the module docstring)."""
+    """Predictions of one booster, choosing per call how to run them (see the module docstring).
+
+    Picklable: the per-thread fast handles are left behind and rebuilt on first use after unpickling."""
 
     def __init__(self, booster: lgb.Booster):
         self.booster = booster
         self.n_features = booster.num_feature()
         self.n_outputs = {_PREDICT_NORMAL: 1, _PREDICT_CONTRIB: self.n_features + 1}
+        self._local = threading.local()
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_local"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
         self._local = threading.local()
 
     def _fast(self, predict_type: int) -> _FastHandle:
@@ -81,14 +90,18 @@ class BoosterCaller:
                 ctypes.c_void_p(out_at + i * out_bytes)))
         return out
 
+    def _predict(self, X: np.ndarray, predict_type: int) -> np.ndarray:
+        """(n, n_outputs): row by row for a few rows, else `Booster.predict` with the size's thread count."""
+        if 0 < len(X) <= FAST_ROWS and X.shape[1] == self.n_features:
+            return self._rows(X, predict_type)
+        out = self.booster.predict(X, num_threads=predict_threads(len(X)),
+                                   **({"pred_contrib": True} if predict_type == _PREDICT_CONTRIB else {}))
+        return out.reshape(len(X), self.n_outputs[predict_type])
+
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Transformed prediction (a probability for binary models), shape (n,)."""
-        if 0 < len(X) <= FAST_ROWS and X.shape[1] == self.n_features:
-            return self._rows(X, _PREDICT_NORMAL)[:, 0]
-        return self.booster.predict(X, num_threads=predict_threads(len(X)))
+        return self._predict(X, _PREDICT_NORMAL)[:, 0]
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
         """TreeSHAP contributions to the raw score, shape (n, n_features + 1), bias last."""
-        if 0 < len(X) <= FAST_ROWS and X.shape[1] == self.n_features:
-            return self._rows(X, _PREDICT_CONTRIB)
-        return self.booster.predict(X, pred_contrib=True, num_threads=predict_threads(len(X)))
+        return self._predict(X, _PREDICT_CONTRIB)

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from features.errors import DataError
-from serving.encoding import FeatureEncoder
 from serving.boosters import BoosterCaller
+from serving.encoding import FeatureEncoder
 
 FORMAT_VERSION = 1
 BOOSTER_FILE = "booster.txt"
@@ -132,10 +132,6 @@ class ChurnRuntime:
         if getattr(self, "_booster_caller", None) is None:
             self._booster_caller = BoosterCaller(self.booster)
         return self._booster_caller
-
-    def __getstate__(self) -> dict:
-        # the caller keeps per-thread C handles: rebuilt lazily wherever the runtime is unpickled
-        return {k: v for k, v in self.__dict__.items() if k != "_booster_caller"}
 
     @property
     def feature_names(self) -> list[str]:

@@ -192,16 +192,12 @@ def recommend_rows(churn: ChurnRuntime, uplift: UpliftRuntime, customers: Sequen
 def warm_up(churn: ChurnRuntime, uplift: UpliftRuntime) -> None:
     """Answer one customer with every feature missing: loads every booster and the calling thread's
     single-row handles, so a model that cannot predict fails at start, not at the first request."""
+    from serving.schemas import Customer
+
     missing = {name: None for name in dict.fromkeys([*churn.encoder.features_, *uplift.encoder.features_])}
-    customer = _Probe("warm-up", missing)
+    customer = Customer(customer_id="warm-up", features=missing)
     score_rows(churn, [customer])
     recommend_rows(churn, uplift, [customer])
-
-
-@dataclass(frozen=True)
-class _Probe:
-    customer_id: str
-    features: Mapping[str, object] | None
 
 
 def _same_encoding(a: FeatureEncoder, b: FeatureEncoder) -> bool:

@@ -31,10 +31,11 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from serving import churn_runtime
+from serving.boosters import BoosterCaller
 from serving.catalog import Catalog
 from serving.decision import CONTROL, chosen_values, decide, net_values
 from serving.encoding import FeatureEncoder
-from serving.boosters import BoosterCaller
 
 RUNTIME_FILE = "runtime.json"
 FORMAT_VERSION = 1
@@ -77,17 +78,7 @@ class UpliftRuntime:
         self.boosters = {name: b if isinstance(b, lgb.Booster) else lgb.Booster(model_str=b)
                          for name, b in boosters.items()}
         self.metadata = dict(metadata or {})
-
-    @property
-    def _callers(self) -> dict[str, BoosterCaller]:
-        callers = self.__dict__.get("_booster_callers")
-        if callers is None:
-            callers = self._booster_callers = {name: BoosterCaller(b) for name, b in self.boosters.items()}
-        return callers
-
-    def __getstate__(self) -> dict:
-        # the callers keep per-thread C handles: rebuilt lazily wherever the runtime is unpickled
-        return {k: v for k, v in self.__dict__.items() if k != "_booster_callers"}
+        self._callers = {name: BoosterCaller(b) for name, b in self.boosters.items()}
 
     @property
     def arms(self) -> list[str]:
@@ -215,7 +206,7 @@ def load_uplift_runtime(model_uri: str) -> UpliftRuntime:
 
         root = download_model(model_uri)
     directory = find_runtime_dir(root)
-    if (directory / "booster.txt").is_file():  # the churn runtime's layout
+    if (directory / churn_runtime.BOOSTER_FILE).is_file():  # the churn runtime's layout
         raise DataError(f"--model: {model_uri!r} is a churn model; this needs an uplift model "
                         f"(e.g. models:/winback-uplift@champion, from `winback train uplift`)")
     return UpliftRuntime.load(directory)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 
 import pytest
@@ -74,13 +75,15 @@ def test_request_that_does_not_answer_in_time_gets_a_504():
     assert sent[0]["status"] == 504
 
 
-def test_one_connection_is_accepted_per_wakeup():
-    accept_one_connection_per_wakeup()
+@contextlib.contextmanager
+def pending_connections(count: int):
+    """A non-blocking listening socket with `count` clients waiting, an event loop, and the transports the
+    loop makes (filled as it accepts); everything closed afterwards."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(8)
     listener.setblocking(False)
-    clients = [socket.create_connection(listener.getsockname()) for _ in range(3)]
+    clients = [socket.create_connection(listener.getsockname()) for _ in range(count)]
     made = []
 
     class Protocol(asyncio.Protocol):
@@ -89,17 +92,23 @@ def test_one_connection_is_accepted_per_wakeup():
 
     loop = asyncio.new_event_loop()
     try:
-        loop._accept_connection(Protocol, listener, None, None, 100)  # what one readable event triggers
-        loop.run_until_complete(asyncio.sleep(0.05))
-        assert len(made) == 1  # asyncio alone takes all 3 (up to the backlog) in one go
+        yield loop, listener, Protocol, made
     finally:
         for transport in made:
             transport.close()
         loop.run_until_complete(asyncio.sleep(0))
         loop.close()
-        for c in clients:
-            c.close()
+        for client in clients:
+            client.close()
         listener.close()
+
+
+def test_one_connection_is_accepted_per_wakeup():
+    accept_one_connection_per_wakeup()
+    with pending_connections(3) as (loop, listener, protocol, made):
+        loop._accept_connection(protocol, listener, None, None, 100)  # what one readable event triggers
+        loop.run_until_complete(asyncio.sleep(0.05))
+        assert len(made) == 1  # asyncio alone takes all 3 (up to the backlog) in one go
 
 
 def test_a_worker_holding_connections_waits_before_taking_another():
@@ -119,28 +128,9 @@ def test_a_worker_holding_connections_waits_before_taking_another():
         def _detach(self):
             self._active_count -= 1
 
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    listener.setblocking(False)
-    client = socket.create_connection(listener.getsockname())
-    made = []
-
-    class Protocol(asyncio.Protocol):
-        def connection_made(self, transport):
-            made.append(transport)
-
-    loop = asyncio.new_event_loop()
-    try:
-        loop._accept_connection(Protocol, listener, None, Busy(), 100)
+    with pending_connections(1) as (loop, listener, protocol, made):
+        loop._accept_connection(protocol, listener, None, Busy(), 100)
         loop.run_until_complete(asyncio.sleep(0))
         assert made == []  # stepped back: a less busy worker gets the first chance
         loop.run_until_complete(asyncio.sleep(4 * ACCEPT_DELAY_PER_CONNECTION + 0.05))
         assert len(made) == 1  # nobody else took it: accepted after the wait
-    finally:
-        for transport in made:
-            transport.close()
-        loop.run_until_complete(asyncio.sleep(0))
-        loop.close()
-        client.close()
-        listener.close()

@@ -59,8 +59,9 @@ def ipw_value(rewards, actions, propensities, policy, self_normalized: bool = Tr
     return float(np.sum(weights * rewards) / total)
 
 
-def ipw_influence(rewards, actions, propensities, policy) -> np.ndarray:
-    """Per-row influence of the self-normalised IPW value (its linearisation): ψ_i = w_i·(r_i − V) / mean(w).
+def ipw_estimate(rewards, actions, propensities, policy) -> tuple[float, np.ndarray]:
+    """The self-normalised IPW value of `policy` and its per-row influence (linearisation)
+    ψ_i = w_i·(r_i − V) / mean(w).
 
     mean(ψ) is 0; std(ψ)/√n is the value's standard error, and for two policies scored on the same rows
     std(ψ_A − ψ_B)/√n is the standard error of their difference (paired: what the rows share cancels).
@@ -69,22 +70,24 @@ def ipw_influence(rewards, actions, propensities, policy) -> np.ndarray:
     weights = policy[np.arange(len(actions)), actions] / propensities
     if weights.sum() == 0:
         raise ValueError("the policy never takes a logged action; its value cannot be estimated")
-    value = np.sum(weights * rewards) / weights.sum()
-    return weights * (rewards - value) / weights.mean()
+    value = float(np.sum(weights * rewards) / weights.sum())
+    return value, weights * (rewards - value) / weights.mean()
+
+
+def difference(a: tuple[float, np.ndarray], b: tuple[float, np.ndarray]) -> tuple[float, float]:
+    """(V_a − V_b, its paired standard error) of two `ipw_estimate`s on the same rows."""
+    return a[0] - b[0], float(np.std(a[1] - b[1], ddof=1) / np.sqrt(len(a[1])))
 
 
 def paired_difference(rewards, actions, propensities, policy_a, policy_b) -> dict[str, float]:
     """Self-normalised IPW values of two policies on the same logged rows, their difference (a − b) and
     the standard errors of each and of the difference (paired)."""
-    n = len(np.asarray(actions))
-    value_a = ipw_value(rewards, actions, propensities, policy_a)
-    value_b = ipw_value(rewards, actions, propensities, policy_b)
-    psi_a = ipw_influence(rewards, actions, propensities, policy_a)
-    psi_b = ipw_influence(rewards, actions, propensities, policy_b)
-    root = np.sqrt(n)
-    return {"value_a": value_a, "value_b": value_b, "se_a": float(np.std(psi_a, ddof=1) / root),
-            "se_b": float(np.std(psi_b, ddof=1) / root), "difference": value_a - value_b,
-            "se_difference": float(np.std(psi_a - psi_b, ddof=1) / root)}
+    a = ipw_estimate(rewards, actions, propensities, policy_a)
+    b = ipw_estimate(rewards, actions, propensities, policy_b)
+    root = np.sqrt(len(a[1]))
+    diff, se = difference(a, b)
+    return {"value_a": a[0], "value_b": b[0], "se_a": float(np.std(a[1], ddof=1) / root),
+            "se_b": float(np.std(b[1], ddof=1) / root), "difference": diff, "se_difference": se}
 
 
 def dr_value(rewards, actions, propensities, policy, predicted_rewards) -> float:

@@ -100,14 +100,14 @@ def reproducibility_tags() -> dict[str, str]:
 
 
 def register_and_promote(model_uri: str, name: str, candidate_score: float,
-                         champion_score: Callable[[str], float], metric: str,
+                         champion_score: Callable[[str], float] | None, metric: str,
                          beats: Callable[[str], tuple[bool, dict]] | None = None) -> dict:
     """Register `model_uri` as a new version of `name`; alias it `champion` when it beats the current
     champion, otherwise `challenger`. Returns {"name", "version", "alias", "champion_score", "comparison"}.
 
-    By default "beats" means scoring at least the champion (`champion_score(champion_model_uri)`, on this
-    run's validation data). `beats(champion_model_uri)` replaces that rule with one of the caller's,
-    returning (promote, figures of the comparison), e.g. a paired test on the same rows.
+    "Beats" is either scoring at least the champion (`champion_score(champion_model_uri)`, on this run's
+    validation data) or, when given, the caller's own rule `beats(champion_model_uri)` returning
+    (promote, figures of the comparison), e.g. a paired test on the same rows.
     """
     import mlflow
     from mlflow.exceptions import MlflowException

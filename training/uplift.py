@@ -54,29 +54,13 @@ def _churn_policy(churn_model: str, frame, best_arm: int) -> np.ndarray | None:
     return np.where(top, best_arm + 1, 0)
 
 
-def net_policy_value_of(runtime: UpliftRuntime, data: CampaignData, rows: np.ndarray, config: UpliftConfig) -> float:
-    """Net IPW policy value of a runtime's decisions on these rows, at this run's catalogue costs."""
-    prediction = runtime.predict(runtime.encoder.transform(data.frame.iloc[rows]), config.catalog)
-    table = policy_table(prediction, data.y[rows], None if data.revenue is None else data.revenue[rows],
-                         data.arm[rows], data.propensity[rows], config.catalog,
-                         {"model": prediction.decision + 1})
-    return table["net_policy_value"]["model"]
-
-
-def _champion_score(data: CampaignData, rows: np.ndarray, config: UpliftConfig):
-    def score(model_uri: str) -> float:
-        try:
-            return net_policy_value_of(load_uplift_runtime(model_uri), data, rows, config)
-        except DataError:
-            return float("-inf")  # a champion that cannot score this data (other arms / features) is replaced
-    return score
-
-
-def _beats_champion(candidate: UpliftRuntime, data: CampaignData, rows: np.ndarray, config: UpliftConfig):
-    """Promotion rule: the candidate's net policy value beats the champion's on the same held-out rows by
-    more than the standard error of the paired difference (two noisy IPW estimates compared with `>=`
-    would promote on noise half the time). Both values are logged with their standard errors."""
-    from training.policy import deterministic_policy, paired_difference
+def _beats_champion(candidate: UpliftRuntime, decision: np.ndarray, data: CampaignData, rows: np.ndarray,
+                    config: UpliftConfig):
+    """Promotion rule: the candidate's net policy value (its `decision` on the held-out `rows`) beats the
+    champion's on the same rows by more than the standard error of the paired difference (two noisy IPW
+    estimates compared with `>=` would promote on noise half the time). Both values are logged with
+    their standard errors."""
+    from training.policy import deterministic_policy, difference, ipw_estimate
     from training.uplift_eval import net_rewards
 
     def beats(champion_uri: str) -> tuple[bool, dict]:
@@ -86,25 +70,25 @@ def _beats_champion(candidate: UpliftRuntime, data: CampaignData, rows: np.ndarr
             champion = load_uplift_runtime(champion_uri)
             if list(champion.arms) != list(candidate.arms):
                 raise DataError("other arms")
-            decisions = [runtime.predict(runtime.encoder.transform(data.frame.iloc[rows]), config.catalog).decision
-                         for runtime in (candidate, champion)]
+            champion_decision = champion.predict(champion.encoder.transform(data.frame.iloc[rows]),
+                                                 config.catalog).decision
         except DataError:
             return True, {"reason": "the champion cannot score this data (other arms or features)"}
         k = len(config.catalog.arms)
         arm = data.arm[rows]
         net = net_rewards(data.y[rows], None if data.revenue is None else data.revenue[rows], arm, config.catalog)
         action = np.where(arm == -1, 0, arm + 1)
-        cand, champ = (deterministic_policy(d + 1, k + 1) for d in decisions)
-        control = deterministic_policy(np.zeros(len(rows), dtype=np.int64), k + 1)
-        figures = paired_difference(net, action, data.propensity[rows], cand, champ)
+        control = np.zeros(len(rows), dtype=np.int64)
+        cand_est, champ_est, control_est = (
+            ipw_estimate(net, action, data.propensity[rows], deterministic_policy(choice, k + 1))
+            for choice in (decision + 1, champion_decision + 1, control))
         # net policy values as in the validation table: relative to "control for everyone", paired with it
-        vs_control = [paired_difference(net, action, data.propensity[rows], p, control) for p in (cand, champ)]
-        promote = figures["difference"] > figures["se_difference"]
-        comparison = {"candidate": vs_control[0]["difference"], "candidate_se": vs_control[0]["se_difference"],
-                      "champion": vs_control[1]["difference"], "champion_se": vs_control[1]["se_difference"],
-                      "difference": figures["difference"], "difference_se": figures["se_difference"]}
+        (cand_value, cand_se), (champ_value, champ_se) = (difference(e, control_est) for e in (cand_est, champ_est))
+        diff, diff_se = difference(cand_est, champ_est)
+        comparison = {"candidate": cand_value, "candidate_se": cand_se, "champion": champ_value,
+                      "champion_se": champ_se, "difference": diff, "difference_se": diff_se}
         mlflow.log_metrics({f"promotion.{key}": value for key, value in comparison.items()})
-        return promote, {**comparison, "rule": "promote when difference > difference_se (paired, same rows)"}
+        return diff > diff_se, {**comparison, "rule": "promote when difference > difference_se (paired, same rows)"}
     return beats
 
 
@@ -184,8 +168,9 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
         if config.register_as:
             registered = register_and_promote(info.model_uri, config.register_as,
                                               validation["net_policy_value"]["model"],
-                                              _champion_score(data, test_rows, config), "net_policy_value",
-                                              beats=_beats_champion(runtime, data, test_rows, config))
+                                              None, "net_policy_value",
+                                              beats=_beats_champion(runtime, prediction.decision, data, test_rows,
+                                                                    config))
             mlflow.set_tag("registered_alias", registered["alias"])
         result = {"run_id": run.info.run_id, "model_uri": info.model_uri, "registered": registered,
                   "arms": config.catalog.arms, "learner": learner, "best_params": params,
