@@ -32,7 +32,7 @@ def trained(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(tmp)
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp}/mlflow.db")
-        sim = simulate(customers=600, seed=7)
+        sim = simulate(customers=1000, seed=7)
         sim.transactions.to_parquet(tmp / "tx.parquet")
         sim.customers.to_parquet(tmp / "profiles.parquet")
         result = runner.invoke(app, ["train", "churn", "--transactions", "tx.parquet", "--profiles", "profiles.parquet",
@@ -52,7 +52,9 @@ def test_json_summary_holds_every_contract_field(trained):
     assert {"run_id", "model_uri", "registered", "validation", "baselines", "best_params", "n_trials",
             "n_pruned"} <= set(s)
     assert set(s["validation"]) == {"auc", "pr_auc", "logloss", "brier", "lift_at_10", "n", "churn_rate"}
-    assert s["registered"] == {"name": "winback-churn", "version": "1", "alias": "champion"}
+    assert s["registered"] == {"name": "winback-churn", "version": "1", "alias": "champion", "champion_version": None,
+                               "reason": "first version of this model: no champion yet", "comparison": {}}
+    assert s["test"]["n"] == s["data"]["test_rows"] > 0 and s["test"]["auc"] > 0.6
     assert s["n_trials"] == 3 and s["model_uri"] == f"runs:/{s['run_id']}/model"
     assert s["data"]["snapshot_dates"] == ["2025-09-02", "2025-08-03"]  # cutoff − 120, then − 30 more
     assert s["validation"]["n"] == s["data"]["valid_rows"]
@@ -94,18 +96,108 @@ def test_logged_model_is_self_contained_and_pyfunc_equals_runtime(trained):
     assert from_pyfunc["risk_tier"].tolist() == direct["risk_tier"].tolist()
 
 
-def test_a_worse_model_is_registered_as_challenger_and_champion_stays(trained):
-    sim = trained["sim"]
-    data = prepare_transactions(sim.transactions, pd.Timestamp(CUTOFF), 120, 2, 30, sim.customers, seed=1)
+def _data(sim, horizon_days=120, noise=False):
+    data = prepare_transactions(sim.transactions, pd.Timestamp(CUTOFF), horizon_days, 2, 30, sim.customers, seed=1)
     rng = np.random.default_rng(0)
-    for frame in (data.train, data.valid):
+    for frame in (data.train, data.valid, data.test):
         frame["noise"] = rng.random(len(frame))
-    data.feature_columns = ["noise"]  # same validation rows, an uninformative model
-    result = train_churn(data, ChurnTrainConfig(trials=1, max_rounds=20, register_as="winback-churn"),
-                         TrackingSettings.from_env("winback-churn"))
-    assert result["validation"]["auc"] < 0.6
-    assert result["registered"] == {"name": "winback-churn", "version": "2", "alias": "challenger"}
-    assert str(MlflowClient().get_model_version_by_alias("winback-churn", "champion").version) == "1"
+    if noise:  # same rows, an uninformative model
+        data.feature_columns = ["noise"]
+    return data
+
+
+def _train(data, name):
+    return train_churn(data, ChurnTrainConfig(trials=1, max_rounds=20, register_as=name),
+                       TrackingSettings.from_env("winback-churn"))
+
+
+def _champion(name):
+    return str(MlflowClient().get_registered_model(name).aliases["champion"])
+
+
+def test_held_out_customers_are_split_into_validation_and_an_untouched_test_slice(trained):
+    data = _data(trained["sim"])
+    train, valid, test = (set(frame.index) for frame in (data.train, data.valid, data.test))
+    assert not (train & valid) and not (train & test) and not (valid & test)
+    assert len(test) == data.description["test_rows"] and 0.13 < len(test) / len(set(data.valid.index) | test) < 0.45
+    assert data.test["churned"].nunique() == 2
+
+
+def test_a_worse_model_is_registered_as_challenger_and_champion_stays(trained):
+    data = _data(trained["sim"], noise=True)
+    result = _train(data, "winback-churn")
+    assert result["test"]["auc"] < 0.6
+    registered = result["registered"]
+    assert (registered["version"], registered["alias"], registered["champion_version"]) == ("2", "challenger", "1")
+    assert _champion("winback-churn") == "1"
+    # both measured on the final test rows, which neither model's tuning, early stopping or calibration saw
+    champion = load_churn_runtime("models:/winback-churn/1")
+    from training.metrics import auc
+
+    figures = registered["comparison"]
+    assert figures["rows"] == len(data.test) == result["test"]["n"]
+    assert figures["candidate"] == pytest.approx(result["test"]["auc"])
+    assert figures["champion"] == pytest.approx(auc(data.y_test, champion.predict_proba(
+        champion.encoder.transform(data.test))))
+    assert figures["difference"] < -figures["difference_se"] < 0
+    assert registered["reason"].startswith("does not beat champion version 1")
+    run = MlflowClient().get_run(result["run_id"])
+    assert run.data.metrics["promotion.champion"] == pytest.approx(figures["champion"])
+    assert run.data.tags["winback.promotion"] == registered["reason"]
+
+
+def test_a_better_model_replaces_the_champion(trained):
+    first = _train(_data(trained["sim"], noise=True), "churn-ladder")
+    assert first["registered"]["alias"] == "champion"
+    better = _train(_data(trained["sim"]), "churn-ladder")["registered"]
+    assert (better["version"], better["alias"], better["champion_version"]) == ("2", "champion", "1"), better["reason"]
+    assert better["comparison"]["difference"] > better["comparison"]["difference_se"] > 0
+    assert better["reason"].startswith("beats champion version 1") and _champion("churn-ladder") == "2"
+
+
+def test_another_horizon_is_not_compared_and_leaves_the_champion_alone(trained):
+    _train(_data(trained["sim"], noise=True), "churn-horizon")
+    other = _train(_data(trained["sim"], horizon_days=90), "churn-horizon")["registered"]
+    assert (other["version"], other["alias"], other["comparison"]) == ("2", "challenger", {})
+    assert "horizon_days: champion 120, candidate 90" in other["reason"] and _champion("churn-horizon") == "1"
+
+
+def test_a_champion_that_cannot_be_loaded_is_an_error_and_nothing_moves(trained):
+    import shutil
+
+    client = MlflowClient()
+    _train(_data(trained["sim"], noise=True), "churn-broken")
+    source = client.get_model_version("churn-broken", "1").source
+    shutil.rmtree(mlflow.get_logged_model(source.split("/")[-1]).artifact_location.removeprefix("file://"))
+    result = runner.invoke(app, ["train", "churn", "--transactions", "tx.parquet", "--profiles", "profiles.parquet",
+                                 "--cutoff", CUTOFF, "--horizon-days", "120", "--snapshots", "2", "--trials", "1",
+                                 "--max-rounds", "20", "--register-as", "churn-broken"])
+    assert result.exit_code == 2, result.output
+    assert "champion models:/churn-broken/1 cannot be loaded" in result.output and "Traceback" not in result.output
+    assert [str(v.version) for v in client.search_model_versions("name = 'churn-broken'")] == ["1"]
+    assert _champion("churn-broken") == "1"
+
+
+def test_a_champion_moved_by_another_run_during_the_comparison_is_not_overwritten(trained):
+    from training.promotion import Comparison, register_and_promote
+
+    client = MlflowClient()
+    uri = trained["summary"]["model_uri"]
+    mlflow.register_model(uri, "churn-race")  # version 1, champion
+
+    client.set_registered_model_alias("churn-race", "champion", "1")
+
+    def compare(champion_uri):  # meanwhile another run registers version 2 and promotes it
+        assert champion_uri == "models:/churn-race/1"
+        client.set_registered_model_alias("churn-race", "champion", mlflow.register_model(uri, "churn-race").version)
+        return Comparison("test_auc", 100, 0.9, 0.01, 0.7, 0.01, 0.2, 0.01)
+
+    mlflow.set_experiment("race")
+    with mlflow.start_run(), pytest.warns(UserWarning, match="moved from version 1 to 2"):
+        registered = register_and_promote(uri, "churn-race", compare)
+    assert (registered["version"], registered["alias"]) == ("3", "challenger")
+    assert _champion("churn-race") == "2" and "moved from version 1 to 2" in registered["reason"]
+    assert client.get_model_version("churn-race", "3").tags["winback.promotion"] == registered["reason"]
 
 
 def test_score_from_the_champion_alias_writes_the_contract_columns(trained):
@@ -148,7 +240,8 @@ def test_customer_table_with_a_label_trains_and_scores_by_id(trained):
                                  "--trials", "2", "--max-rounds", "50", "--json-out", "telco.json"])
     assert result.exit_code == 0, result.output
     summary = json.loads((trained["tmp"] / "telco.json").read_text())
-    assert summary["validation"]["n"] == 100 and summary["baselines"] == {"recency_auc": None, "frequency_auc": None}
+    assert (summary["test"]["n"], summary["validation"]["n"]) == (60, 85)  # 15 % of 400, then 25 % of the rest
+    assert summary["baselines"] == {"recency_auc": None, "frequency_auc": None}
     assert summary["validation"]["auc"] > 0.6
     result = runner.invoke(app, ["score", "--model", summary["model_uri"], "--table", "telco.csv",
                                  "--id-col", "customerID", "--output", "telco_scores.csv"])

@@ -159,7 +159,8 @@ def test_retraining_the_same_model_does_not_displace_the_champion(trained):
     # the same decisions on the same rows: a paired difference of 0, not more than its standard error
     registered = second["registered"]
     assert registered["version"] == "2" and registered["alias"] == "challenger"
-    assert registered["comparison"]["difference"] == 0.0
+    assert registered["comparison"]["difference"] == 0.0 and registered["champion_version"] == "1"
+    assert registered["reason"].startswith("does not beat champion version 1")
     assert registered["comparison"]["champion"] == pytest.approx(second["validation"]["net_policy_value"]["model"])
     assert np.isclose(first["validation"]["net_policy_value"]["model"],
                       second["validation"]["net_policy_value"]["model"])

@@ -26,15 +26,18 @@ from serving.encoding import FeatureEncoder
 from training import churn_report
 from training.churn_data import ChurnData
 from training.churn_tuning import MAX_ROUNDS, TuningData, mlflow_trial_logger, run_study, train_booster, trial_counts
-from training.metrics import auc, classification_summary
-from training.tracking import (TrackingSettings, explicit_signature, log_params,
-                               register_and_promote, reproducibility_tags)
+from training.metrics import auc, classification_summary, paired_auc
+from training.promotion import Comparison, NotComparable, kind_differences, load_champion, register_and_promote
+from training.tracking import TrackingSettings, explicit_signature, log_params, reproducibility_tags
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # holds features/, serving/, training/
 PYFUNC_FILE = PACKAGE_ROOT / "serving" / "churn_pyfunc.py"
 CODE_PATHS = [str(PACKAGE_ROOT / "features"), str(PACKAGE_ROOT / "serving")]
 RISK_QUANTILES = {"high": 0.80, "medium": 0.50}  # top 20 % high, next 30 % medium, rest low
-REGISTRY_METRIC = "validation_auc"
+REGISTRY_METRIC = "test_auc"
+# What a churn label means, versioned: a champion with another rule (or horizon) is another kind of model.
+LABEL_RULES = {"transactions": "no purchase in the horizon after the cutoff day; features up to the end of that day/v1",
+               "table": "the table's target column/v1"}
 # Log-linear terms of the stacking calibration (when the model has all of them): trees rank every
 # value beyond the training range alike, a logistic term on log1p(x) keeps ordering them.
 STACK_COLUMNS = ("recency_days", "frequency", "tenure_days")
@@ -136,16 +139,30 @@ def _log_model(runtime: ChurnRuntime, example: pd.DataFrame, workdir: Path):
             pip_requirements=requirements)
 
 
-def _champion_scorer(valid: pd.DataFrame, y_valid: np.ndarray):
-    def score(model_uri: str) -> float:
-        runtime = load_churn_runtime(model_uri)
-        try:
-            X = runtime.encoder.transform(valid)
-        except DataError:
-            return float("-inf")  # the champion cannot read this data: not comparable, candidate wins
-        return auc(y_valid, runtime.predict_proba(X))
+def model_kind(metadata: dict) -> dict:
+    """What must match for two churn models to be compared: the data source, horizon and label rule."""
+    kind = metadata.get("kind")
+    return {"source": kind, "horizon_days": metadata.get("horizon_days"), "target": metadata.get("target"),
+            "label_rule": metadata.get("label_rule", LABEL_RULES.get(kind))}
 
-    return score
+
+def _compare_with_champion(candidate: ChurnRuntime, test: pd.DataFrame, y_test: np.ndarray):
+    """Promotion comparison: AUC of both models on the final test rows (unseen by the candidate's tuning,
+    early stopping and calibration), with DeLong's paired standard error."""
+    p_candidate = candidate.predict_proba(candidate.encoder.transform(test))
+
+    def compare(champion_uri: str) -> Comparison:
+        champion = load_champion(load_churn_runtime, champion_uri)
+        differences = kind_differences(model_kind(candidate.metadata), model_kind(champion.metadata))
+        if differences:
+            raise NotComparable("another kind of churn model (" + "; ".join(differences) + ")")
+        try:
+            X = champion.encoder.transform(test)
+        except DataError as exc:
+            raise NotComparable(f"the champion cannot read this data ({exc})") from None
+        return Comparison.from_paired(REGISTRY_METRIC, len(y_test), paired_auc(y_test, p_candidate, champion.predict_proba(X)))
+
+    return compare
 
 
 def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSettings) -> dict:
@@ -192,11 +209,13 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
             horizon_days=data.description.get("horizon_days"), value_tier_thresholds=tiers,
             segment_config=segment_config,
             metadata={"run_id": run_id, "kind": data.kind, "cutoff": data.description.get("cutoff"),
-                      "horizon_days": data.description.get("horizon_days"),
+                      "horizon_days": data.description.get("horizon_days"), "label_rule": LABEL_RULES[data.kind],
                       "snapshot_dates": data.description.get("snapshot_dates"),
                       "target": data.description.get("target"), "validation_auc": validation["auc"]})
 
+        test = classification_summary(data.y_test, runtime.predict_proba(encoder.transform(data.test)))
         mlflow.log_metrics({f"validation_{k}": v for k, v in validation.items()})
+        mlflow.log_metrics({f"test_{k}": v for k, v in test.items()})
         mlflow.log_metric("validation_booster_auc", _nan_safe_auc(tuning.y_valid, raw_valid))  # before the stack
         mlflow.log_metrics({f"baseline_{k}": v for k, v in baselines.items() if v is not None})
         n_trials, n_pruned = trial_counts(study)
@@ -220,17 +239,12 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
         model_uri = f"runs:/{run_id}/model"
         registered = None
         if config.register_as:
-            promoted = register_and_promote(logged.model_uri, config.register_as, validation["auc"],
-                                            _champion_scorer(data.valid, tuning.y_valid), REGISTRY_METRIC)
-            registered = {k: promoted[k] for k in ("name", "version", "alias")}
-            mlflow.set_tags({"registered_name": promoted["name"], "registered_version": promoted["version"],
-                             "registered_alias": promoted["alias"]})
-            if promoted["champion_score"] is not None:
-                mlflow.log_metric("previous_champion_auc", promoted["champion_score"])
+            registered = register_and_promote(logged.model_uri, config.register_as,
+                                              _compare_with_champion(runtime, data.test, data.y_test))
         seconds = time.monotonic() - started
         mlflow.log_metric("training_seconds", seconds)
         result = {"run_id": run_id, "model_uri": model_uri, "registered": registered,
-                  "validation": validation, "baselines": baselines, "best_params": best.params,
+                  "validation": validation, "test": test, "baselines": baselines, "best_params": best.params,
                   "best_iteration": rounds, "n_trials": n_trials, "n_pruned": n_pruned,
                   "data": data.description, "training_seconds": round(seconds, 1)}
         mlflow.log_dict(result, "result.json")

@@ -3,6 +3,9 @@
 From transactions: stacked point-in-time snapshots; out-of-time validation on the newest snapshot
 `T_0` when there are two or more, otherwise a stratified customer holdout. From a customer table
 with a label: a stratified holdout.
+
+Held-out customers are cut in two: `valid` drives tuning, early stopping and calibration; `test` is
+seen by nothing before the model is final, and promotion compares candidate and champion on it.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from features.errors import DataError, DataWarning
 from training.labels import LABEL, SNAPSHOT, day_end, snapshot_dates, stack_snapshots, table_frame
 from training.tracking import frame_hash
 
-HOLDOUT_FRACTION = 0.25
+HOLDOUT_FRACTION = 0.25  # validation: tuning, early stopping, calibration
+TEST_FRACTION = 0.15  # final test slice for promotion, taken first
 
 
 @dataclass
@@ -28,6 +32,7 @@ class ChurnData:
 
     train: pd.DataFrame
     valid: pd.DataFrame
+    test: pd.DataFrame
     feature_columns: list[str]
     kind: str  # "transactions" or "table"
     description: dict = field(default_factory=dict)
@@ -41,27 +46,39 @@ class ChurnData:
     def y_valid(self) -> np.ndarray:
         return self.valid[LABEL].to_numpy(dtype=float)
 
+    @property
+    def y_test(self) -> np.ndarray:
+        return self.test[LABEL].to_numpy(dtype=float)
 
-def _holdout(frame: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stratified customer holdout; every row of one customer lands on the same side."""
+
+def _split(frame: pd.DataFrame, fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     labels = frame[LABEL]
     counts = labels.value_counts()
-    if len(counts) < 2 or counts.min() < 2:
-        raise DataError(f"need at least two churned and two retained customers to validate, got {counts.to_dict()}")
-    train_idx, valid_idx = train_test_split(np.arange(len(frame)), test_size=HOLDOUT_FRACTION,
-                                            stratify=labels.to_numpy(), random_state=seed)
-    return frame.iloc[np.sort(train_idx)], frame.iloc[np.sort(valid_idx)]
+    if len(counts) < 2 or counts.min() < 4:
+        raise DataError(f"need at least four churned and four retained customers to train, validate and test, "
+                        f"got {counts.to_dict()}")
+    keep_idx, out_idx = train_test_split(np.arange(len(frame)), test_size=fraction,
+                                         stratify=labels.to_numpy(), random_state=seed)
+    return frame.iloc[np.sort(keep_idx)], frame.iloc[np.sort(out_idx)]
 
 
-def _out_of_time(stacked: pd.DataFrame, latest: pd.Timestamp, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Validate on the newest snapshot, train on older ones — and keep validation customers out of
+def _holdout(frame: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Stratified customer holdout (train, valid, test); every row of one customer lands on one side."""
+    rest, test = _split(frame, TEST_FRACTION, seed)
+    train, valid = _split(rest, HOLDOUT_FRACTION, seed)
+    return train, valid, test
+
+
+def _out_of_time(stacked: pd.DataFrame, latest: pd.Timestamp,
+                 seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Validate and test on the newest snapshot, train on older ones — and keep held-out customers out of
     training altogether: their older rows share most of the label window with the newest one, so a
     model that memorises customers would otherwise look good on validation and generalise badly."""
     newest = stacked[stacked[SNAPSHOT] == latest]
-    _, valid = _holdout(newest, seed)
-    held_out = stacked.index.isin(valid.index)
+    _, valid, test = _holdout(newest, seed)
+    held_out = stacked.index.isin(valid.index) | stacked.index.isin(test.index)
     train = stacked[(stacked[SNAPSHOT] != latest) & ~held_out]
-    return train, valid
+    return train, valid, test
 
 
 def _check_both_classes(frame: pd.DataFrame, what: str) -> None:
@@ -70,6 +87,16 @@ def _check_both_classes(frame: pd.DataFrame, what: str) -> None:
         only = "churned" if counts.index[0] == 1 else "retained"
         raise DataError(f"every customer in the {what} is {only}; churn cannot be learned — "
                         "check --cutoff / --horizon-days against the data's date range")
+
+
+_SHARES = (f"{TEST_FRACTION:.0%} test, {(1 - TEST_FRACTION) * HOLDOUT_FRACTION:.0%} validation for tuning, early "
+           f"stopping and calibration")
+
+
+def _check_sets(train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame) -> None:
+    _check_both_classes(train, "training set")
+    _check_both_classes(valid, "validation set")
+    _check_both_classes(test, "test set")
 
 
 _TIME_VARYING = re.compile(r"(_count|_counts|_days|_total|_balance|_score)$|^(last|latest|current|days_since)_",
@@ -114,19 +141,18 @@ def prepare_transactions(transactions: pd.DataFrame, cutoff: pd.Timestamp, horiz
     stacked = stack_snapshots(history, dates, horizon_days, profiles)
     features = [c for c in stacked.columns if c not in (LABEL, SNAPSHOT)]
     if snapshots >= 2:
-        train, valid = _out_of_time(stacked, dates[0], seed)
+        train, valid, test = _out_of_time(stacked, dates[0], seed)
         overlap = label_window_overlap_days(horizon_days, step_days)
         windows = (f"label windows of consecutive snapshots overlap by {overlap} of {horizon_days} days (the newest "
                    f"training labels share {overlap} days with the validation labels; --snapshot-step-days "
                    f"{horizon_days} or more removes that)" if overlap else
                    "label windows do not overlap: every training label is observed before the validation window starts")
-        validation = (f"out of time and out of customer: train on {len(dates) - 1} older snapshot(s), validate on "
-                      f"{dates[0].date()} for a held-out {HOLDOUT_FRACTION:.0%} of customers; {windows}")
+        validation = (f"out of time and out of customer: train on {len(dates) - 1} older snapshot(s), validate and "
+                      f"test on {dates[0].date()} for held-out customers ({_SHARES}); {windows}")
     else:
-        train, valid = _holdout(stacked, seed)
-        validation = f"stratified customer holdout ({HOLDOUT_FRACTION:.0%}) at {dates[0].date()}"
-    _check_both_classes(train, "training set")
-    _check_both_classes(valid, "validation set")
+        train, valid, test = _holdout(stacked, seed)
+        validation = f"stratified customer holdout ({_SHARES}) at {dates[0].date()}"
+    _check_sets(train, valid, test)
     description = {
         "kind": "transactions",
         "cutoff": str(cutoff.date()),
@@ -142,28 +168,31 @@ def prepare_transactions(transactions: pd.DataFrame, cutoff: pd.Timestamp, horiz
         "churn_rate": float(stacked[LABEL].mean()),
         "train_rows": int(len(train)),
         "valid_rows": int(len(valid)),
+        "test_rows": int(len(test)),
         "data_hash": frame_hash(history, profiles),
     }
     latest = build_features(history, cutoff, profiles=profiles)
-    return ChurnData(train=train, valid=valid, feature_columns=features, kind="transactions",
+    return ChurnData(train=train, valid=valid, test=test, feature_columns=features, kind="transactions",
                      description=description, latest_features=latest)
 
 
 def prepare_table(table: pd.DataFrame, target: str, id_col: str | None = None, seed: int = 0) -> ChurnData:
     frame = table_frame(table, target, id_col)
     _check_both_classes(frame, "table")
-    train, valid = _holdout(frame, seed)
+    train, valid, test = _holdout(frame, seed)
+    _check_sets(train, valid, test)
     features = [c for c in frame.columns if c != LABEL]
     description = {
         "kind": "table",
         "target": target,
         "id_col": id_col,
-        "validation": f"stratified customer holdout ({HOLDOUT_FRACTION:.0%})",
+        "validation": f"stratified customer holdout ({_SHARES})",
         "rows": int(len(frame)),
         "customers": int(len(frame)),
         "churn_rate": float(frame[LABEL].mean()),
         "train_rows": int(len(train)),
         "valid_rows": int(len(valid)),
+        "test_rows": int(len(test)),
         "data_hash": frame_hash(table),
     }
-    return ChurnData(train=train, valid=valid, feature_columns=features, kind="table", description=description)
+    return ChurnData(train=train, valid=valid, test=test, feature_columns=features, kind="table", description=description)

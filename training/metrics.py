@@ -84,3 +84,34 @@ def classification_summary(y_true, probability) -> dict[str, float]:
         "n": int(len(y)),
         "churn_rate": float(y.mean()),
     }
+
+
+def _delong_components(y: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """AUC and DeLong's structural components: V10 per positive (share of negatives it outranks) and
+    V01 per negative (share of positives that outrank it), ties counting one half."""
+    from scipy.stats import rankdata
+
+    pos, neg = s[y == 1], s[y == 0]
+    m, n = len(pos), len(neg)
+    rank_all = rankdata(np.concatenate([pos, neg]))
+    v10 = (rank_all[:m] - rankdata(pos)) / n
+    v01 = 1.0 - (rank_all[m:] - rankdata(neg)) / m
+    return float(v10.mean()), v10, v01
+
+
+def paired_auc(y_true, score_a, score_b) -> dict[str, float]:
+    """AUCs of two scores on the same rows, their difference (a − b) and DeLong standard errors, the
+    difference's paired: what the two scores share on these rows cancels (DeLong, DeLong & Clarke-Pearson 1988)."""
+    y, a = _check(y_true, score_a)
+    _, b = _check(y_true, score_b)
+    if len(a) != len(b):
+        raise DataError(f"the two scores differ in length ({len(a)} vs {len(b)})")
+    if not _both_classes(y) or min(y.sum(), (1 - y).sum()) < 2:
+        raise DataError("comparing AUCs needs at least two rows of each class")
+    (auc_a, v10_a, v01_a), (auc_b, v10_b, v01_b) = _delong_components(y, a), _delong_components(y, b)
+    s10 = np.cov(np.vstack([v10_a, v10_b]))
+    s01 = np.cov(np.vstack([v01_a, v01_b]))
+    cov = s10 / len(v10_a) + s01 / len(v01_a)
+    var_diff = max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0)
+    return {"value_a": auc_a, "value_b": auc_b, "se_a": float(np.sqrt(cov[0, 0])), "se_b": float(np.sqrt(cov[1, 1])),
+            "difference": auc_a - auc_b, "se_difference": float(np.sqrt(var_diff))}

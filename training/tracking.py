@@ -1,4 +1,5 @@
-"""MLflow plumbing shared by every training command: tracking URI, reproducibility, registry aliases."""
+"""MLflow plumbing shared by every training command: tracking URI, joining `mlflow run`, reproducibility tags
+(registry aliases: training.promotion)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import os
 import platform
 import subprocess
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -97,39 +97,3 @@ def reproducibility_tags() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return tags
-
-
-def register_and_promote(model_uri: str, name: str, candidate_score: float,
-                         champion_score: Callable[[str], float] | None, metric: str,
-                         beats: Callable[[str], tuple[bool, dict]] | None = None) -> dict:
-    """Register `model_uri` as a new version of `name`; alias it `champion` when it beats the current
-    champion, otherwise `challenger`. Returns {"name", "version", "alias", "champion_score", "comparison"}.
-
-    "Beats" is either scoring at least the champion (`champion_score(champion_model_uri)`, on this run's
-    validation data) or, when given, the caller's own rule `beats(champion_model_uri)` returning
-    (promote, figures of the comparison), e.g. a paired test on the same rows.
-    """
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient()
-    try:
-        current = client.get_model_version_by_alias(name, "champion")
-    except MlflowException:
-        current = None
-    version = mlflow.register_model(model_uri, name).version
-    previous, comparison = None, {}
-    if current is None:
-        promote = True
-    elif beats is not None:
-        promote, comparison = beats(f"models:/{name}/{current.version}")
-        previous = comparison.get("champion")
-    else:
-        previous = float(champion_score(f"models:/{name}/{current.version}"))
-        promote = candidate_score >= previous
-    alias = "champion" if promote else "challenger"
-    client.set_registered_model_alias(name, alias, version)
-    client.set_model_version_tag(name, version, metric, f"{candidate_score:.6f}")
-    return {"name": name, "version": str(version), "alias": alias, "champion_score": previous,
-            "comparison": comparison}

@@ -21,8 +21,8 @@ from serving.batch_recommend import ID_COLUMN, recommendation_frame
 from serving.catalog import dump_catalog
 from serving.encoding import FeatureEncoder
 from serving.uplift_runtime import UpliftRuntime, load_uplift_runtime
-from training.tracking import (TrackingSettings, explicit_signature, frame_hash, log_params,
-                               register_and_promote, reproducibility_tags)
+from training.promotion import Comparison, NotComparable, kind_differences, load_champion, register_and_promote
+from training.tracking import TrackingSettings, explicit_signature, frame_hash, log_params, reproducibility_tags
 from training.uplift_data import CampaignData, UpliftConfig, load_campaign, stratified_split
 from training.uplift_eval import arm_metrics, policies_from_prediction, policy_table
 from training.uplift_learners import fit_runtime
@@ -54,26 +54,31 @@ def _churn_policy(churn_model: str, frame, best_arm: int) -> np.ndarray | None:
     return np.where(top, best_arm + 1, 0)
 
 
-def _beats_champion(candidate: UpliftRuntime, decision: np.ndarray, data: CampaignData, rows: np.ndarray,
-                    config: UpliftConfig):
-    """Promotion rule: the candidate's net policy value (its `decision` on the held-out `rows`) beats the
-    champion's on the same rows by more than the standard error of the paired difference (two noisy IPW
-    estimates compared with `>=` would promote on noise half the time). Both values are logged with
-    their standard errors."""
+def model_kind(runtime: UpliftRuntime) -> dict:
+    """What must match for two uplift models to be compared: the arms, the control and the outcome."""
+    return {"arms": list(runtime.arms), "control": runtime.control, "outcome": runtime.metadata.get("outcome"),
+            "revenue_col": runtime.metadata.get("revenue_col")}
+
+
+def _compare_with_champion(candidate: UpliftRuntime, decision: np.ndarray, data: CampaignData, rows: np.ndarray,
+                           config: UpliftConfig):
+    """Promotion comparison: the net policy value of the candidate's `decision` on the held-out `rows` (unseen
+    by tuning and fitting) against the champion's decisions on the same rows, relative to "control for
+    everyone" as in the validation table, with the paired standard error of the difference (two noisy IPW
+    estimates compared with `>=` would promote on noise half the time)."""
     from training.policy import deterministic_policy, difference, ipw_estimate
     from training.uplift_eval import net_rewards
 
-    def beats(champion_uri: str) -> tuple[bool, dict]:
-        import mlflow
-
+    def compare(champion_uri: str) -> Comparison:
+        champion = load_champion(load_uplift_runtime, champion_uri)
+        differences = kind_differences(model_kind(candidate), model_kind(champion))
+        if differences:
+            raise NotComparable("another kind of uplift model (" + "; ".join(differences) + ")")
         try:
-            champion = load_uplift_runtime(champion_uri)
-            if list(champion.arms) != list(candidate.arms):
-                raise DataError("other arms")
             champion_decision = champion.predict(champion.encoder.transform(data.frame.iloc[rows]),
                                                  config.catalog).decision
-        except DataError:
-            return True, {"reason": "the champion cannot score this data (other arms or features)"}
+        except DataError as exc:
+            raise NotComparable(f"the champion cannot read this data ({exc})") from None
         k = len(config.catalog.arms)
         arm = data.arm[rows]
         net = net_rewards(data.y[rows], None if data.revenue is None else data.revenue[rows], arm, config.catalog)
@@ -82,14 +87,10 @@ def _beats_champion(candidate: UpliftRuntime, decision: np.ndarray, data: Campai
         cand_est, champ_est, control_est = (
             ipw_estimate(net, action, data.propensity[rows], deterministic_policy(choice, k + 1))
             for choice in (decision + 1, champion_decision + 1, control))
-        # net policy values as in the validation table: relative to "control for everyone", paired with it
         (cand_value, cand_se), (champ_value, champ_se) = (difference(e, control_est) for e in (cand_est, champ_est))
         diff, diff_se = difference(cand_est, champ_est)
-        comparison = {"candidate": cand_value, "candidate_se": cand_se, "champion": champ_value,
-                      "champion_se": champ_se, "difference": diff, "difference_se": diff_se}
-        mlflow.log_metrics({f"promotion.{key}": value for key, value in comparison.items()})
-        return diff > diff_se, {**comparison, "rule": "promote when difference > difference_se (paired, same rows)"}
-    return beats
+        return Comparison("net_policy_value", len(rows), cand_value, cand_se, champ_value, champ_se, diff, diff_se)
+    return compare
 
 
 def evaluate_runtime(runtime: UpliftRuntime, data: CampaignData, rows: np.ndarray,
@@ -167,11 +168,8 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
         registered = None
         if config.register_as:
             registered = register_and_promote(info.model_uri, config.register_as,
-                                              validation["net_policy_value"]["model"],
-                                              None, "net_policy_value",
-                                              beats=_beats_champion(runtime, prediction.decision, data, test_rows,
-                                                                    config))
-            mlflow.set_tag("registered_alias", registered["alias"])
+                                              _compare_with_champion(runtime, prediction.decision, data, test_rows,
+                                                                     config))
         result = {"run_id": run.info.run_id, "model_uri": info.model_uri, "registered": registered,
                   "arms": config.catalog.arms, "learner": learner, "best_params": params,
                   "validation": validation}

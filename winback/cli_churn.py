@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from winback.cli_common import MKDIR_HELP, check_output, console, flag, handle_errors, parse_date, progress
+from winback.cli_common import (MKDIR_HELP, check_output, console, flag, handle_errors, parse_date, print_registered,
+                                progress)
 
 
 def _quiet_mlflow() -> None:
@@ -72,6 +73,9 @@ def _validation_table(result: dict) -> None:
         if value is not None:
             table.add_row(f"baseline: {name} only", f"{value:.4f}", "", "", "", "")
     console.print(table)
+    t = result["test"]
+    console.print(f"test ({t['n']:,} customers seen by no tuning, early stopping or calibration): AUC {t['auc']:.4f}, "
+                  f"PR AUC {t['pr_auc']:.4f}, Brier {t['brier']:.4f}", highlight=False)
 
 
 @handle_errors
@@ -135,12 +139,7 @@ def train_churn_command(
     _validation_table(result)
     console.print(f"run {result['run_id']}: {result['n_trials']} trials ({result['n_pruned']} pruned), "
                   f"model {result['model_uri']}", highlight=False)
-    reg = result["registered"]
-    if reg:
-        verdict = "is the new champion" if reg["alias"] == "champion" else \
-            "is challenger (the current champion scores higher on this validation set)"
-        console.print(f"registered {reg['name']} version {reg['version']}: {verdict} "
-                      f"(models:/{reg['name']}@{reg['alias']})", highlight=False)
+    print_registered(result["registered"])
 
 
 @handle_errors

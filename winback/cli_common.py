@@ -90,3 +90,10 @@ def progress() -> Progress:
         transient=True,
         disable=not sys.stderr.isatty(),
     )
+
+
+def print_registered(registered: dict | None) -> None:
+    """One line on where a trained model went in the registry, and why (champion or challenger)."""
+    if registered:
+        console.print(f"registered {registered['name']} version {registered['version']} as "
+                      f"models:/{registered['name']}@{registered['alias']}: {registered['reason']}", highlight=False)

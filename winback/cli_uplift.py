@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from features.errors import DataError
-from winback.cli_common import MKDIR_HELP, check_output, console, fail, flag, handle_errors, parse_date, progress
+from winback.cli_common import (MKDIR_HELP, check_output, console, fail, flag, handle_errors, parse_date, print_registered,
+                                progress)
 
 
 @handle_errors
@@ -68,9 +69,7 @@ def _print_result(result: dict) -> None:
 
     v = result["validation"]
     console.print(f"run {result['run_id']}  learner {result['learner']}  model {result['model_uri']}", highlight=False)
-    if result["registered"]:
-        r = result["registered"]
-        console.print(f"registered {r['name']} version {r['version']} as @{r['alias']}", highlight=False)
+    print_registered(result["registered"])
     arms = Table(title=f"validation ({v['n']:,} customers)")
     for col in ("arm", "Qini AUC", "uplift AUC", "uplift@30%"):
         arms.add_column(col)
