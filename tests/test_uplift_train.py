@@ -203,3 +203,53 @@ def test_campaign_ids_that_do_not_match_the_transactions_are_an_error_naming_the
     with pytest.raises(DataError, match=r"--id-col 'customer_id': only 0\.0% of campaign customers .*unmatched e\.g\. "
                                         r"'X-"):
         load_campaign(UpliftConfig(campaign=tmp_path / "other.parquet", **base))
+
+
+def test_as_of_on_or_after_the_campaign_date_is_an_error(tmp_path):
+    from features.errors import DataError, DataWarning
+    from features.simulate import simulate, write_simulation
+    from serving.catalog import load_catalog
+    from training.uplift_data import UpliftConfig, load_campaign
+
+    write_simulation(simulate(customers=300, seed=1), tmp_path)
+    campaign = pd.read_parquet(tmp_path / "campaign.parquet")
+    assert (campaign["campaign_date"] == pd.Timestamp("2026-01-01")).all()
+    base = dict(treatment_col="incentive", control="no_contact", outcome="converted",
+                catalog=load_catalog(tmp_path / "incentives.yaml"), catalog_path=tmp_path / "incentives.yaml",
+                json_out=None, transactions=tmp_path / "transactions.parquet")
+    config = dict(campaign=tmp_path / "campaign.parquet", **base)
+    data = load_campaign(UpliftConfig(as_of=pd.Timestamp("2025-12-31"), **config))  # the day before: fine
+    assert "campaign_date" not in data.features
+    for as_of in ("2026-01-01", "2026-02-15"):  # the campaign day itself, or later: features see its effect
+        with pytest.raises(DataError, match=rf"--as-of {as_of} is on or after the campaign date 2026-01-01.*"
+                                            r"use --as-of 2025-12-31 or earlier"):
+            load_campaign(UpliftConfig(as_of=pd.Timestamp(as_of), **config))
+    # without the column: --campaign-date gives the date, and without either a warning says it went unchecked
+    campaign.drop(columns="campaign_date").assign(
+        first_contact=campaign["campaign_date"].astype(str)).to_csv(tmp_path / "no_date.csv", index=False)
+    config = dict(campaign=tmp_path / "no_date.csv", **base)
+    with pytest.raises(DataError, match="campaign date 2025-12-01"):
+        load_campaign(UpliftConfig(as_of=pd.Timestamp("2025-12-31"), campaign_date=pd.Timestamp("2025-12-01"),
+                                   **config))
+    with pytest.warns(DataWarning, match="no campaign date"):
+        load_campaign(UpliftConfig(as_of=pd.Timestamp("2026-02-15"), **config))
+    # a text column of dates in a CSV is read as dates, and one that is not a date is named
+    campaign.assign(campaign_date="2026-01-01").to_csv(tmp_path / "text.csv", index=False)
+    with pytest.raises(DataError, match="on or after the campaign date 2026-01-01"):
+        load_campaign(UpliftConfig(campaign=tmp_path / "text.csv", as_of=pd.Timestamp("2026-01-05"), **base))
+    campaign.assign(campaign_date="soon").to_csv(tmp_path / "bad.csv", index=False)
+    with pytest.raises(DataError, match="column 'campaign_date': 300 row"):
+        load_campaign(UpliftConfig(campaign=tmp_path / "bad.csv", as_of=pd.Timestamp("2025-12-31"), **base))
+
+
+def test_train_uplift_cli_refuses_as_of_after_the_campaign_in_one_line(tmp_path, monkeypatch):
+    from features.simulate import simulate, write_simulation
+
+    monkeypatch.chdir(tmp_path)
+    write_simulation(simulate(customers=300, seed=1), tmp_path)
+    result = CliRunner().invoke(app, ["train", "uplift", "--campaign", "campaign.parquet", "--treatment-col",
+                                      "incentive", "--control", "no_contact", "--outcome", "converted",
+                                      "--catalog", "incentives.yaml", "--transactions", "transactions.parquet",
+                                      "--as-of", "2026-01-31", "--trials", "1"])
+    assert result.exit_code == 2 and "--as-of 2026-01-31 is on or after the campaign date 2026-01-01" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "mlflow.db").exists()

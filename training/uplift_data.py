@@ -16,6 +16,7 @@ from serving.catalog import Catalog
 from serving.decision import CONTROL
 
 PROPENSITY_COLUMN = "propensity"
+CAMPAIGN_DATE_COLUMN = "campaign_date"
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,7 @@ class UpliftConfig:
     transactions: Path | None = None
     profiles: Path | None = None
     as_of: pd.Timestamp | None = None
+    campaign_date: pd.Timestamp | None = None  # else the campaign table's `campaign_date` column
     trials: int = 20
     timeout: float | None = None
     seed: int = 42
@@ -88,12 +90,42 @@ def _binary(series: pd.Series, name: str) -> np.ndarray:
 MIN_JOIN_COVERAGE = 0.95  # share of campaign customers that must match a purchase history
 
 
+def campaign_start(frame: pd.DataFrame, given: pd.Timestamp | None) -> pd.Timestamp | None:
+    """The first day of the campaign: `--campaign-date`, else the earliest `campaign_date` in the table,
+    else None. Both given: the earlier one (a customer contacted earlier must not be seen after it)."""
+    dates = [] if given is None else [pd.Timestamp(given).normalize()]
+    if CAMPAIGN_DATE_COLUMN in frame.columns:
+        column = pd.to_datetime(frame[CAMPAIGN_DATE_COLUMN], errors="coerce", format="mixed")
+        if column.isna().any():
+            bad = frame.loc[column.isna(), CAMPAIGN_DATE_COLUMN].iloc[0]
+            raise DataError(f"column {CAMPAIGN_DATE_COLUMN!r}: {int(column.isna().sum())} row(s) are not dates "
+                            f"(e.g. {bad!r})")
+        if column.dt.tz is not None:
+            column = column.dt.tz_localize(None)
+        dates.append(column.min().normalize())
+    return min(dates) if dates else None
+
+
+def check_as_of_before_campaign(as_of: pd.Timestamp, start: pd.Timestamp | None) -> None:
+    """Point-in-time features for uplift must end before the campaign starts: the whole `as_of` day counts,
+    so `as_of` on or after the campaign date would let the features see purchases the campaign caused."""
+    if start is None:
+        warnings.warn(f"no campaign date (give --campaign-date or a {CAMPAIGN_DATE_COLUMN!r} column): cannot check "
+                      f"that --as-of {as_of.date()} is before the campaign; features after its start would see "
+                      "the campaign's own effect", DataWarning, stacklevel=3)
+    elif as_of >= start:
+        raise DataError(f"--as-of {as_of.date()} is on or after the campaign date {start.date()}: point-in-time "
+                        f"features would include purchases the campaign caused; use --as-of "
+                        f"{(start - pd.Timedelta(days=1)).date()} or earlier")
+
+
 def _join_transaction_features(frame: pd.DataFrame, config: UpliftConfig) -> tuple[pd.DataFrame, list[str]]:
     from features.build import build_features
     from features.contracts import ids_as_strings, normalize_profiles, normalize_transactions
 
     if config.as_of is None:
         raise DataError("--transactions needs --as-of (the cutoff for point-in-time features)")
+    check_as_of_before_campaign(config.as_of, campaign_start(frame, config.campaign_date))
     if config.id_col not in frame.columns:
         raise DataError(f"--id-col: column {config.id_col!r} not in the campaign table (needed to join features)")
     transactions = normalize_transactions(read_table(config.transactions), as_of=config.as_of)
@@ -152,7 +184,8 @@ def load_campaign(config: UpliftConfig) -> CampaignData:
     else:
         shares = np.bincount(arm + 1, minlength=len(config.catalog.arms) + 1) / len(arm)
         propensity = shares[arm + 1]
-    reserved = {config.treatment_col, config.outcome, config.revenue_col, config.id_col, PROPENSITY_COLUMN}
+    reserved = {config.treatment_col, config.outcome, config.revenue_col, config.id_col, PROPENSITY_COLUMN,
+                CAMPAIGN_DATE_COLUMN}
     built: list[str] = []
     if config.transactions is not None:
         frame, built = _join_transaction_features(frame, config)

@@ -25,7 +25,10 @@ def train_uplift_command(
     features: str | None = typer.Option(None, "--features", help="Comma-separated feature columns (default: all others)."),
     transactions: str | None = typer.Option(None, "--transactions", help="Purchases for point-in-time features."),
     profiles: str | None = typer.Option(None, "--profiles", help="Customer attributes joined to those features."),
-    as_of: str | None = typer.Option(None, "--as-of", help="Feature cutoff YYYY-MM-DD (with --transactions)."),
+    as_of: str | None = typer.Option(None, "--as-of", help="Feature cutoff YYYY-MM-DD (with --transactions); "
+                                     "must be before the campaign date."),
+    campaign_date: str | None = typer.Option(None, "--campaign-date", help="YYYY-MM-DD the campaign started (else "
+                                             "the table's campaign_date column); --as-of must be before it."),
     trials: int = typer.Option(20, "--trials", help="Optuna trials."),
     timeout: float | None = typer.Option(None, "--timeout", help="Stop tuning after this many seconds."),
     seed: int = typer.Option(42, "--seed", help="Seed of splits, sampler and LightGBM."),
@@ -42,6 +45,7 @@ def train_uplift_command(
 
     # an empty value means "not given" (MLproject parameters cannot be left out)
     revenue_col, features, as_of = revenue_col or None, features or None, as_of or None
+    campaign_date = campaign_date or None
     register_as, churn_model = register_as or None, churn_model or None
     transactions = Path(transactions) if transactions else None
     profiles = Path(profiles) if profiles else None
@@ -55,6 +59,7 @@ def train_uplift_command(
         catalog=load_catalog(catalog), catalog_path=catalog, json_out=json_out, revenue_col=revenue_col,
         id_col=id_col, features=tuple(f.strip() for f in features.split(",") if f.strip()) if features else None,
         transactions=transactions, profiles=profiles, as_of=parse_date(as_of, "--as-of") if as_of else None,
+        campaign_date=parse_date(campaign_date, "--campaign-date") if campaign_date else None,
         trials=trials, timeout=timeout, seed=seed, experiment=experiment, register_as=register_as,
         churn_model=churn_model)
     with progress() as bar:
