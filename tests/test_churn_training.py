@@ -88,7 +88,9 @@ def test_logged_model_is_self_contained_and_pyfunc_equals_runtime(trained):
     assert runtime.calibration["method"] == "logistic_stack"
     assert runtime.calibration["columns"] == ["recency_days", "frequency", "tenure_days"]
     model = mlflow.pyfunc.load_model(uri)
-    assert model.metadata.signature is not None
+    signature = model.metadata.signature
+    assert signature.inputs.input_names() == runtime.encoder.features_
+    assert signature.outputs.input_names() == list(runtime.score_frame(model.input_example).columns)
     example = model.input_example
     from_pyfunc = model.predict(example)
     direct = runtime.score_frame(example)

@@ -37,4 +37,11 @@ def test_hillstrom_visit_model_finds_the_womens_email_uplift(shared_data, tmp_pa
     assert v["policy_value"]["all:Mens E-Mail"] == pytest.approx(0.1828, abs=0.015)
     assert v["policy_value"]["control"] == pytest.approx(0.1062, abs=0.015)
     assert v["qini_auc"]["Womens E-Mail"] > 0.02  # women's e-mail effect is ranked clearly better than random
-    assert v["policy_value"]["model"] > v["policy_value"]["control"]
+    # the model's decisions must be worth more than sending anything at all: on this split (24,000 rows, seed
+    # 42, 2026-11-30) net values per customer were model .0535, all Mens .0611, all Womens .0344, random .0319.
+    # A random mix or the women's e-mail for everyone fails these; the men's e-mail for everyone (the best single
+    # arm here) passes, as a good policy should.
+    net = v["net_policy_value"]
+    assert net["model"] > net["random"] + 0.015
+    assert net["model"] > net["all:Womens E-Mail"] + 0.01
+    assert net["model"] > net["all:Mens E-Mail"] - 0.015  # close to the best single arm (the men's e-mail)
