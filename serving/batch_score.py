@@ -13,7 +13,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
-from features.contracts import parse_numbers
+from features.contracts import ids_as_strings, parse_numbers
 from features.errors import DataError
 from features.io import AtomicTableWriter
 from serving.churn_runtime import ChurnRuntime
@@ -87,7 +87,7 @@ def score_table(runtime: ChurnRuntime, table: pd.DataFrame, output: str | os.Pat
         raise DataError(f"--id-col: column {id_col!r} not in the table")
     if id_col is None and "customer_id" in table.columns:
         id_col = "customer_id"
-    ids = table[id_col].astype(str).to_numpy() if id_col else np.arange(len(table)).astype(str)
+    ids = ids_as_strings(table[id_col], repr(id_col)).to_numpy() if id_col else np.arange(len(table)).astype(str)
     rows = 0
     with AtomicTableWriter(output) as writer:
         for start in range(0, len(table), chunk_rows):

@@ -122,14 +122,17 @@ def test_the_server_answers_with_the_trained_models_and_equals_the_batch_command
         assert recommended.status_code == 200, recommended.text
         online_scores, online_recs = scored.json()["scores"], recommended.json()["recommendations"]
         assert [s["customer_id"] for s in online_scores] == ids == [r["customer_id"] for r in online_recs]
-        for s, r in zip(online_scores, online_recs):
-            batch = scores.loc[s["customer_id"]]
-            assert s["churn_probability"] == pytest.approx(batch["churn_probability"], rel=1e-12)
-            assert (s["risk_tier"], s["lifecycle_stage"], s["value_tier"]) == (
-                batch["risk_tier"], batch["lifecycle_stage"], batch["value_tier"])
-            assert r["incentive"] == recs.loc[r["customer_id"], "incentive"]
-            assert r["expected_net_value"] == pytest.approx(recs.loc[r["customer_id"], "expected_net_value"],
-                                                            rel=1e-12, abs=1e-12)
+        for s, r in zip(online_scores, online_recs):  # every field the online answer shares with the batch file
+            batch_score, batch_rec = scores.loc[s["customer_id"]], recs.loc[r["customer_id"]]
+            shared = [c for c in batch_score.index if c in s]
+            assert shared == ["churn_probability", "risk_tier", "lifecycle_stage", "value_tier"]
+            assert s["churn_probability"] == pytest.approx(batch_score["churn_probability"], rel=1e-12)
+            assert [s[c] for c in shared[1:]] == batch_score[shared[1:]].tolist()
+            assert r["incentive"] == batch_rec["incentive"]
+            assert r["expected_net_value"] == pytest.approx(batch_rec["expected_net_value"], rel=1e-12, abs=1e-12)
+            assert r["uplift"] == pytest.approx({arm: batch_rec[f"uplift:{arm}"] for arm in product["uplift"]["arms"]},
+                                                rel=1e-12, abs=1e-12)
+            assert r["churn_probability"] == s["churn_probability"]
     assert scores["risk_tier"].nunique() == 3 and (recs["incentive"] != "no_contact").any()
 
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from features.contracts import parse_numbers
+from features.contracts import ids_as_strings, parse_numbers
 from features.errors import DataError
 
 LABEL = "churned"
@@ -116,7 +116,8 @@ def table_frame(table: pd.DataFrame, target: str, id_col: str | None = None) -> 
         raise DataError(f"--id-col: column {id_col!r} not in the table")
     if id_col is None and "customer_id" in table.columns:
         id_col = "customer_id"
-    ids = table[id_col].astype(str) if id_col else pd.Series(np.arange(len(table)).astype(str), index=table.index)
+    ids = ids_as_strings(table[id_col], repr(id_col)) if id_col else pd.Series(np.arange(len(table)).astype(str),
+                                                                                 index=table.index)
     if ids.duplicated().any():
         raise DataError(f"column {id_col!r}: customer ids repeat (e.g. {ids[ids.duplicated()].iloc[0]!r})")
     attributes = table.drop(columns=[c for c in (target, id_col) if c is not None])
