@@ -44,14 +44,27 @@ def test_kind_differences_name_every_field_that_differs():
     assert kind_differences({**champion, "horizon_days": 120}, champion) == ["horizon_days: champion 90, candidate 120"]
 
 
-def test_a_registry_that_cannot_be_reached_is_an_error_not_no_champion(monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens on the discard port
+@pytest.fixture
+def tracking(monkeypatch):
+    """Point MLflow at a URI for one test, also over one an earlier test in this process set with
+    `mlflow.set_tracking_uri`; both the variable and MLflow's own setting are restored afterwards."""
+    from mlflow.tracking._tracking_service import utils
+
+    def use(uri):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        monkeypatch.setattr(utils, "_tracking_uri", None)
+
+    return use
+
+
+def test_a_registry_that_cannot_be_reached_is_an_error_not_no_champion(tracking, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    tracking("http://127.0.0.1:9")  # nothing listens on the discard port
     with pytest.raises(PromotionError, match="cannot read the registry for 'winback-churn'"):
         champion_version("winback-churn")
 
 
-def test_no_registered_model_means_no_champion(tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+def test_no_registered_model_means_no_champion(tmp_path, tracking):
+    tracking(f"sqlite:///{tmp_path}/mlflow.db")
     assert champion_version("never-registered") is None
