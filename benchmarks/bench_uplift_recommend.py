@@ -23,7 +23,7 @@ import pandas as pd
 from serving.batch_recommend import recommend, recommendation_frame
 from serving.catalog import Catalog, Incentive
 from serving.encoding import FeatureEncoder
-from training.uplift_learners import fit_runtime
+from training.uplift.learners import fit_runtime
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hillstrom.csv"
 FEATURES = ["recency", "history_segment", "history", "mens", "womens", "zip_code", "newbie", "channel"]

@@ -73,7 +73,7 @@ def churn_runtime(frame: pd.DataFrame) -> ChurnRuntime:
 
 def uplift_runtime(frame: pd.DataFrame) -> UpliftRuntime:
     """Built by training's own learner code, so the recipe format is whatever training writes."""
-    from training.uplift_learners import fit_runtime
+    from training.uplift.learners import fit_runtime
 
     encoder = FeatureEncoder(UPLIFT_FEATURES).fit(frame)
     X = encoder.transform(frame)

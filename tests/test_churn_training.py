@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from features.io import read_table
 from features.simulate import simulate
 from serving.churn_runtime import load_churn_runtime
-from training.churn import ChurnTrainConfig, fit_calibration, train_churn
-from training.churn_data import prepare_transactions
+from training.churn.train import ChurnTrainConfig, fit_calibration, train_churn
+from training.churn.data import prepare_transactions
 from training.tracking import TrackingSettings
 from winback.cli import app
 

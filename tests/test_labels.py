@@ -108,7 +108,7 @@ def test_table_frame_names_a_missing_target_column():
 
 def test_profile_columns_that_look_time_varying_are_warned_about():
     from features.errors import DataWarning
-    from training.churn_data import warn_time_varying_profiles
+    from training.churn.data import warn_time_varying_profiles
 
     static = pd.DataFrame({"customer_id": ["a"], "age": [30], "region": ["north"], "signup_channel": ["web"]})
     with warnings.catch_warnings():

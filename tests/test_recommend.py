@@ -10,7 +10,7 @@ from serving.catalog import Catalog, Incentive, dump_catalog
 from serving.decision import CONTROL
 from serving.encoding import FeatureEncoder
 from serving.uplift_runtime import UpliftRuntime
-from training.uplift_learners import fit_runtime
+from training.uplift.learners import fit_runtime
 from winback.cli import app
 
 CATALOG = Catalog("none", (Incentive("email", 0.1), Incentive("coupon", 0.5)), 10.0)

@@ -10,7 +10,7 @@ from serving.catalog import Catalog, Incentive
 from serving.decision import CONTROL
 from serving.encoding import FeatureEncoder
 from serving.uplift_runtime import UpliftRuntime
-from training.uplift_learners import fit_runtime, lgbm_params
+from training.uplift.learners import fit_runtime, lgbm_params
 
 PARAMS = {"n_estimators": 30, "num_leaves": 7, "min_child_samples": 20}
 CATALOG = Catalog("none", (Incentive("email", 0.1), Incentive("coupon", 0.5, redemption_cost=2.0)), 10.0)
@@ -123,7 +123,7 @@ def test_class_transformation_invents_no_uplift_on_an_unbalanced_split():
 
     from serving.catalog import Catalog
     from serving.encoding import FeatureEncoder
-    from training.uplift_learners import fit_runtime
+    from training.uplift.learners import fit_runtime
 
     rng = np.random.default_rng(7)
     n = 60_000

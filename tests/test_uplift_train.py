@@ -65,7 +65,7 @@ def test_validation_figures_are_recomputed_from_the_logged_model_on_the_held_out
     from sklift.metrics import qini_auc_score, uplift_at_k
 
     from serving.catalog import load_catalog
-    from training.uplift_data import UpliftConfig, load_campaign, stratified_split
+    from training.uplift.data import UpliftConfig, load_campaign, stratified_split
 
     directory, sim, result = trained
     config = UpliftConfig(campaign=directory / "campaign.parquet", treatment_col="incentive", control="no_contact",
@@ -208,7 +208,7 @@ def test_retraining_the_same_model_does_not_displace_the_champion(trained):
 
 
 def test_outcome_columns_of_a_campaign_log_are_not_taken_as_features():
-    from training.uplift_data import outcome_like_columns
+    from training.uplift.data import outcome_like_columns
 
     rng = np.random.default_rng(0)
     n = 2000
@@ -230,7 +230,7 @@ def test_campaign_ids_that_do_not_match_the_transactions_are_an_error_naming_the
     from features.errors import DataError
     from features.simulate import simulate, write_simulation
     from serving.catalog import load_catalog
-    from training.uplift_data import UpliftConfig, load_campaign
+    from training.uplift.data import UpliftConfig, load_campaign
 
     paths = write_simulation(simulate(customers=300, seed=1), tmp_path)
     campaign = pd.read_parquet(tmp_path / "campaign.parquet")
@@ -250,7 +250,7 @@ def test_as_of_on_or_after_the_campaign_date_is_an_error(tmp_path):
     from features.errors import DataError, DataWarning
     from features.simulate import simulate, write_simulation
     from serving.catalog import load_catalog
-    from training.uplift_data import UpliftConfig, load_campaign
+    from training.uplift.data import UpliftConfig, load_campaign
 
     write_simulation(simulate(customers=300, seed=1), tmp_path)
     campaign = pd.read_parquet(tmp_path / "campaign.parquet")

@@ -116,8 +116,8 @@ def train_churn_command(
     check_output(json_out, "--json-out", mkdir)
     _quiet_mlflow()
 
-    from training.churn import ChurnTrainConfig, train_churn
-    from training.churn_data import prepare_table, prepare_transactions
+    from training.churn.train import ChurnTrainConfig, train_churn
+    from training.churn.data import prepare_table, prepare_transactions
     from training.tracking import TrackingSettings
 
     if transactions is not None:

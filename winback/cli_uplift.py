@@ -40,8 +40,8 @@ def train_uplift_command(
     """Tune multi-arm uplift models with Optuna, evaluate policies offline, log and register in MLflow."""
     from serving.catalog import load_catalog
     from training.tracking import TrackingSettings
-    from training.uplift import train_uplift
-    from training.uplift_data import UpliftConfig
+    from training.uplift.train import train_uplift
+    from training.uplift.data import UpliftConfig
 
     # an empty value means "not given" (MLproject parameters cannot be left out)
     revenue_col, features, as_of = revenue_col or None, features or None, as_of or None

@@ -23,14 +23,14 @@ from serving.encoding import FeatureEncoder
 from serving.uplift_runtime import UpliftRuntime, load_uplift_runtime
 from training.promotion import Comparison, NotComparable, kind_differences, load_champion, register_and_promote
 from training.tracking import TrackingSettings, explicit_signature, frame_hash, log_params, reproducibility_tags
-from training.uplift_data import CampaignData, UpliftConfig, load_campaign, stratified_split
-from training.uplift_eval import arm_metrics, policies_from_prediction, policy_table
-from training.uplift_learners import fit_runtime
-from training.uplift_report import plot_deciles, plot_policy_values, plot_qini
-from training.uplift_tuning import TuningData, allowed_learners, tune
+from training.uplift.data import CampaignData, UpliftConfig, load_campaign, stratified_split
+from training.uplift.evaluate import arm_metrics, policies_from_prediction, policy_table
+from training.uplift.learners import fit_runtime
+from training.uplift.report import plot_deciles, plot_policy_values, plot_qini
+from training.uplift.tuning import TuningData, allowed_learners, tune
 
-PYFUNC_FILE = Path(__file__).resolve().parents[1] / "serving" / "uplift_pyfunc.py"
-CODE_PATHS = [str(Path(__file__).resolve().parents[1] / name) for name in ("features", "serving")]
+PYFUNC_FILE = Path(__file__).resolve().parents[2] / "serving" / "uplift_pyfunc.py"
+CODE_PATHS = [str(Path(__file__).resolve().parents[2] / name) for name in ("features", "serving")]
 CHURN_TOP_SHARE = 0.3
 
 
@@ -67,7 +67,7 @@ def _compare_with_champion(candidate: UpliftRuntime, decision: np.ndarray, data:
     everyone" as in the validation table, with the paired standard error of the difference (two noisy IPW
     estimates compared with `>=` would promote on noise half the time)."""
     from training.policy import deterministic_policy, difference, ipw_estimate
-    from training.uplift_eval import net_rewards
+    from training.uplift.evaluate import net_rewards
 
     def compare(champion_uri: str) -> Comparison:
         champion = load_champion(load_uplift_runtime, champion_uri)

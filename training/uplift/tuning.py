@@ -15,8 +15,8 @@ import optuna
 
 from serving.catalog import Catalog
 from serving.encoding import FeatureEncoder
-from training.uplift_eval import arm_rows, qini_auc
-from training.uplift_learners import LEARNERS, assemble_runtime, class_transformation_applies, fit_arm
+from training.uplift.evaluate import arm_rows, qini_auc
+from training.uplift.learners import LEARNERS, assemble_runtime, class_transformation_applies, fit_arm
 
 
 DEGENERATE_SCORE = -1.0

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from sklift.metrics import qini_curve
 
-from training.uplift_eval import arm_rows, quiet
+from training.uplift.evaluate import arm_rows, quiet
 
 
 def _pyplot():

@@ -23,14 +23,14 @@ from features.errors import DataError
 from serving.churn_runtime import (ChurnRuntime, apply_calibration, load_churn_runtime, logit, segment_config_dict,
                                    stack_terms)
 from serving.encoding import FeatureEncoder
-from training import churn_report
-from training.churn_data import ChurnData
-from training.churn_tuning import MAX_ROUNDS, TuningData, mlflow_trial_logger, run_study, train_booster, trial_counts
+from training.churn import report as churn_report
+from training.churn.data import ChurnData
+from training.churn.tuning import MAX_ROUNDS, TuningData, mlflow_trial_logger, run_study, train_booster, trial_counts
 from training.metrics import auc, classification_summary, paired_auc
 from training.promotion import Comparison, NotComparable, kind_differences, load_champion, register_and_promote
 from training.tracking import TrackingSettings, explicit_signature, log_params, reproducibility_tags
 
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]  # holds features/, serving/, training/
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds features/, serving/, training/
 PYFUNC_FILE = PACKAGE_ROOT / "serving" / "churn_pyfunc.py"
 CODE_PATHS = [str(PACKAGE_ROOT / "features"), str(PACKAGE_ROOT / "serving")]
 RISK_QUANTILES = {"high": 0.80, "medium": 0.50}  # top 20 % high, next 30 % medium, rest low

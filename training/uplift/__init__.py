@@ -1,0 +1,2 @@
+"""The incentive (uplift) model: the campaign table (data), learners, Optuna tuning, offline evaluation, reports,
+and the training command (train)."""
