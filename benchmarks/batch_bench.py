@@ -2,7 +2,7 @@
 
 Resamples a feature table (`winback features build` output) to N customers, then times
 
-- recommend: `encoder.transform(table)` per model + `serving.online.recommend_columns` (the code the
+- recommend: `encoder.transform(table)` per model + `serving.api.online.recommend_columns` (the code the
   service and `winback recommend` share: churn probability, per-arm uplift, net value, decision);
 - raw: `booster.predict` of every booster that call uses, on the same already-encoded arrays;
 
@@ -53,9 +53,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
 
-    from serving import online
-    from serving.churn_runtime import load_churn_runtime
-    from serving.uplift_runtime import load_uplift_runtime
+    from serving.api import online
+    from serving.runtime.churn import load_churn_runtime
+    from serving.runtime.uplift import load_uplift_runtime
 
     churn, uplift = load_churn_runtime(args.churn_model), load_uplift_runtime(args.uplift_model)
     source = pd.read_parquet(args.features)

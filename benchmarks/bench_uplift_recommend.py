@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from serving.batch_recommend import recommend, recommendation_frame
-from serving.catalog import Catalog, Incentive
-from serving.encoding import FeatureEncoder
+from serving.batch.recommend import recommend, recommendation_frame
+from serving.runtime.catalog import Catalog, Incentive
+from serving.runtime.encoding import FeatureEncoder
 from training.uplift.learners import fit_runtime
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "hillstrom.csv"

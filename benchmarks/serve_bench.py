@@ -30,7 +30,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -175,7 +174,7 @@ def main() -> None:
     if shutil.which("hey") is None:
         raise SystemExit("hey not found: apt-get install -y hey")
 
-    from serving.churn_runtime import load_churn_runtime
+    from serving.runtime.churn import load_churn_runtime
 
     churn_columns = load_churn_runtime(args.churn_model).feature_names
     folder = Path(tempfile.mkdtemp(prefix="serve_bench_"))
@@ -233,7 +232,7 @@ def main() -> None:
     print(f"# {date.today()}, {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"hey -c {c}, {args.seconds:.0f} s runs after a 3 s warm-up, median of {args.repeats}; "
           f"access log {args.access_log}; 2 workers per server; OMP_NUM_THREADS unset")
-    print(f"| case | rps (median) | runs | p50 ms | p99 ms | errors |")
+    print("| case | rps (median) | runs | p50 ms | p99 ms | errors |")
     print("| --- | --- | --- | --- | --- | --- |")
     for name, r in results.items():
         print(f"| {name} | {r['rps']:,.0f} | {' / '.join(f'{x:,}' for x in r['runs_rps'])} | {r['p50_ms']:.1f} | "

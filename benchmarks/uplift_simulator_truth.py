@@ -20,8 +20,8 @@ import pandas as pd
 from features.build import build_features
 from features.contracts import normalize_profiles, normalize_transactions
 from features.simulate import simulate
-from serving.decision import CONTROL, decide
-from serving.uplift_runtime import load_uplift_runtime
+from serving.runtime.decision import CONTROL, decide
+from serving.runtime.uplift import load_uplift_runtime
 
 TOP_SHARE = 0.3
 
@@ -63,7 +63,7 @@ def main() -> None:
     risk = truth["churn_probability"].to_numpy()
     policies[f"top30_true_churn:{name}"] = np.where(risk >= np.quantile(risk, 1 - TOP_SHARE), best, CONTROL)
     if args.churn_model:
-        from serving.churn_runtime import load_churn_runtime
+        from serving.runtime.churn import load_churn_runtime
 
         churn = load_churn_runtime(args.churn_model)
         p = churn.predict_proba(churn.encoder.transform(features.reset_index()))

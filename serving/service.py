@@ -1,6 +1,6 @@
 """The online service: POST /score, POST /recommend, GET /model-info over the packaged champion models.
 
-Thin by design: the body is validated by `serving.schemas`, one call into `serving.online` does the
+Thin by design: the body is validated by `serving.api.schemas`, one call into `serving.api.online` does the
 work on the LightGBM boosters, and the answer goes back. Models and the optional feature snapshot are
 loaded once per worker in `__init__`, where the settings (environment) are read too — never at import.
 
@@ -25,10 +25,10 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
 from features.errors import DataError
-from serving import model_store, online
-from serving.http import (LOGGER, RequestGuard, accept_one_connection_per_wakeup, cancel_request_timers,
+from serving.api import model_store, online
+from serving.api.asgi import (LOGGER, RequestGuard, accept_one_connection_per_wakeup, cancel_request_timers,
                           complete_openapi, refuse)
-from serving.schemas import (Customer, ModelInfo, RecommendRequest, RecommendResponse, ScoreRequest,
+from serving.api.schemas import (Customer, ModelInfo, RecommendRequest, RecommendResponse, ScoreRequest,
                              ScoreResponse)
 
 INLINE_MAX_CUSTOMERS = 64  # larger requests run in a worker thread so they never stall small ones

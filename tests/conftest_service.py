@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 
 from features.segment import SegmentConfig
-from serving.catalog import Catalog
-from serving.churn_runtime import ChurnRuntime
-from serving.encoding import FeatureEncoder
-from serving.uplift_runtime import UpliftRuntime
+from serving.runtime.catalog import Catalog
+from serving.runtime.churn import ChurnRuntime
+from serving.runtime.encoding import FeatureEncoder
+from serving.runtime.uplift import UpliftRuntime
 
 REPO = Path(__file__).resolve().parents[1]
 CHURN_FEATURES = ["recency_days", "tenure_days", "overdue_ratio", "frequency", "spend_365d", "top_category"]

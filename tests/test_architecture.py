@@ -9,9 +9,9 @@ import pytest
 MODULES = {
     "features": ["features", "features.io", "features.contracts", "features.build", "features.segment",
                  "features.loaders", "features.simulate"],
-    "serving": ["serving.encoding", "serving.churn_runtime", "serving.uplift_runtime", "serving.decision",
-                "serving.catalog", "serving.batch_score", "serving.batch_recommend", "serving.online",
-                "serving.schemas", "serving.model_store", "serving.service", "serving.registry"],
+    "serving": ["serving.runtime.encoding", "serving.runtime.churn", "serving.runtime.uplift", "serving.runtime.decision",
+                "serving.runtime.catalog", "serving.batch.score", "serving.batch.recommend", "serving.api.online",
+                "serving.api.schemas", "serving.api.model_store", "serving.service", "serving.runtime.registry"],
 }
 FORBIDDEN = {"features": ["mlflow", "bentoml", "training", "serving", "optuna"], "serving": ["training", "optuna"]}
 

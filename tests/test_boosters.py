@@ -6,8 +6,8 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from serving import boosters
-from serving.boosters import FAST_ROWS, SMALL_BATCH_ROWS, BoosterCaller, predict_threads
+from serving.runtime import boosters
+from serving.runtime.boosters import FAST_ROWS, SMALL_BATCH_ROWS, BoosterCaller, predict_threads
 from test_churn_runtime import make_runtime
 
 

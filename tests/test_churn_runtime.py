@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.churn_runtime import ChurnRuntime, apply_calibration, stack_terms
-from serving.encoding import FeatureEncoder
+from serving.runtime.churn import ChurnRuntime, apply_calibration, stack_terms
+from serving.runtime.encoding import FeatureEncoder
 
 FEATURES = ["recency_days", "frequency", "tenure_days", "overdue_ratio", "spend_365d", "top_channel"]
 

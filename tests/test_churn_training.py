@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from features.io import read_table
 from features.simulate import simulate
-from serving.churn_runtime import load_churn_runtime
+from serving.runtime.churn import load_churn_runtime
 from training.churn.train import ChurnTrainConfig, fit_calibration, train_churn
 from training.churn.data import prepare_transactions
 from training.tracking import TrackingSettings

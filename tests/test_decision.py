@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from serving.decision import CONTROL, chosen_values, decide, decide_with_cap, net_values
+from serving.runtime.decision import CONTROL, chosen_values, decide, decide_with_cap, net_values
 
 
 def test_net_value_is_outcome_value_times_uplift_minus_send_and_redemption_costs():

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from features.errors import DataError
-from serving.encoding import FeatureEncoder
+from serving.runtime.encoding import FeatureEncoder
 
 
 @pytest.fixture

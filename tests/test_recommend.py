@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from serving.batch_recommend import recommend
-from serving.catalog import Catalog, Incentive, dump_catalog
-from serving.decision import CONTROL
-from serving.encoding import FeatureEncoder
-from serving.uplift_runtime import UpliftRuntime
+from serving.batch.recommend import recommend
+from serving.runtime.catalog import Catalog, Incentive, dump_catalog
+from serving.runtime.decision import CONTROL
+from serving.runtime.encoding import FeatureEncoder
+from serving.runtime.uplift import UpliftRuntime
 from training.uplift.learners import fit_runtime
 from winback.cli import app
 

@@ -4,7 +4,7 @@ import mlflow
 import pytest
 from mlflow.exceptions import MlflowException
 
-from serving.registry import registry_version
+from serving.runtime.registry import registry_version
 
 
 def test_run_and_path_uris_name_no_registered_model():

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from features.io import read_table
-from serving.batch_score import TABLE_COLUMNS, TRANSACTION_COLUMNS, score_table, score_transactions
+from serving.batch.score import TABLE_COLUMNS, TRANSACTION_COLUMNS, score_table, score_transactions
 from test_churn_runtime import make_runtime
 from winback.cli import app
 

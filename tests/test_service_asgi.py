@@ -1,6 +1,6 @@
 """The BentoML service through its ASGI app (in process): routes, status codes, auth, model info.
 
-Models are packaged into a temporary BentoML store (never ~/bentoml) with `serving.model_store`, the
+Models are packaged into a temporary BentoML store (never ~/bentoml) with `serving.api.model_store`, the
 code `winback package` runs.
 """
 
@@ -12,8 +12,8 @@ import warnings
 import pytest
 
 from conftest_service import CATALOG, CHURN_FEATURES, CHURN_RUN_ID, UPLIFT_RUN_ID, feature_table, write_models
-from serving import online
-from serving.model_store import CHURN, UPLIFT, import_mlflow_model, load_runtime
+from serving.api import online
+from serving.api.model_store import CHURN, UPLIFT, import_mlflow_model, load_runtime
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("service_asgi")]  # one app per process
 

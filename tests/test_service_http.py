@@ -9,9 +9,9 @@ import socket
 import pytest
 from pydantic import ValidationError
 
-from serving.http import (accept_one_connection_per_wakeup, cancel_request_timers, describe_validation_error,
+from serving.api.asgi import (accept_one_connection_per_wakeup, cancel_request_timers, describe_validation_error,
                           field_of, field_path)
-from serving.schemas import RecommendRequest
+from serving.api.schemas import RecommendRequest
 
 
 def test_field_paths_read_like_the_request():
@@ -112,7 +112,7 @@ def test_one_connection_is_accepted_per_wakeup():
 
 
 def test_a_worker_holding_connections_waits_before_taking_another():
-    from serving.http import ACCEPT_DELAY_PER_CONNECTION
+    from serving.api.asgi import ACCEPT_DELAY_PER_CONNECTION
 
     accept_one_connection_per_wakeup()
 

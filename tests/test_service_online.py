@@ -11,8 +11,8 @@ from pydantic import ValidationError
 
 from conftest_service import CATALOG, churn_runtime, feature_table, uplift_runtime
 from features.errors import DataError
-from serving import online
-from serving.schemas import MAX_CUSTOMERS, Customer, RecommendRequest, ScoreRequest
+from serving.api import online
+from serving.api.schemas import MAX_CUSTOMERS, Customer, RecommendRequest, ScoreRequest
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +132,8 @@ def test_max_sends_keeps_only_the_sends_with_the_highest_net_value(table, churn,
 
 
 def test_online_answers_equal_batch_scoring_and_batch_recommend(tmp_path, table, churn, uplift, snapshot):
-    from serving.batch_recommend import recommend
-    from serving.batch_score import score_table
+    from serving.batch.recommend import recommend
+    from serving.batch.score import score_table
 
     features = tmp_path / "features.parquet"
     table.to_parquet(features)

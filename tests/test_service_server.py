@@ -95,9 +95,9 @@ def test_score_and_recommend_over_http_equal_batch_scoring(server, deployment, t
     """Online = offline: the same features through the server and through `winback score` / `recommend` code."""
     import pandas as pd
 
-    from serving.batch_recommend import recommend
-    from serving.batch_score import score_table
-    from serving.model_store import CHURN, UPLIFT, load_runtime
+    from serving.batch.recommend import recommend
+    from serving.batch.score import score_table
+    from serving.api.model_store import CHURN, UPLIFT, load_runtime
 
     table = deployment["table"]
     logged = deployment["root"] / "logged"
@@ -218,6 +218,16 @@ def test_bentoml_build_pins_the_packaged_models(deployment):
     assert models == ["winback-churn", "winback-uplift"]
     assert all(":" in m["tag"] and not m["tag"].endswith(":latest") for m in manifest["models"])
     assert manifest["services"][0]["config"]["workers"] == 2
+    # every project file the service imports is inside the Bento (bentofile.yaml `include`)
+    code = ("import sys, json, pathlib, serving.service; root = pathlib.Path(sys.argv[1]); print(json.dumps(sorted("
+            "str(pathlib.Path(m.__file__).relative_to(root)) for m in list(sys.modules.values()) if getattr(m, "
+            "'__file__', None) and pathlib.Path(m.__file__).is_relative_to(root) and m.__name__.split('.')[0] in "
+            "('serving', 'features'))))")
+    imported = json.loads(subprocess.run([sys.executable, "-c", code, str(REPO)], cwd=REPO, env=deployment["env"],
+                                         capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+    assert "serving/runtime/churn.py" in imported and "serving/api/asgi.py" in imported
+    src = bentos[0].parent / "src"
+    assert [path for path in imported if not (src / path).is_file()] == []
 
 
 # -- start and stop, as users run it ---------------------------------------------------------------

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 from sklift.models import ClassTransformation, SoloModel, TwoModels
 
-from serving.catalog import Catalog, Incentive
-from serving.decision import CONTROL
-from serving.encoding import FeatureEncoder
-from serving.uplift_runtime import UpliftRuntime
+from serving.runtime.catalog import Catalog, Incentive
+from serving.runtime.decision import CONTROL
+from serving.runtime.encoding import FeatureEncoder
+from serving.runtime.uplift import UpliftRuntime
 from training.uplift.learners import fit_runtime, lgbm_params
 
 PARAMS = {"n_estimators": 30, "num_leaves": 7, "min_child_samples": 20}
@@ -121,8 +121,8 @@ def test_class_transformation_invents_no_uplift_on_an_unbalanced_split():
     to all); decoded with the treated share, the uplift is about zero and (almost) nobody gets a send."""
     import pandas as pd
 
-    from serving.catalog import Catalog
-    from serving.encoding import FeatureEncoder
+    from serving.runtime.catalog import Catalog
+    from serving.runtime.encoding import FeatureEncoder
     from training.uplift.learners import fit_runtime
 
     rng = np.random.default_rng(7)

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 from features.build import build_features
 from features.contracts import normalize_profiles, normalize_transactions
 from features.simulate import simulate, write_simulation
-from serving.batch_recommend import recommendation_frame
-from serving.uplift_runtime import load_uplift_runtime
+from serving.batch.recommend import recommendation_frame
+from serving.runtime.uplift import load_uplift_runtime
 from winback.cli import app
 
 pytestmark = pytest.mark.slow
@@ -64,7 +64,7 @@ def test_validation_figures_are_recomputed_from_the_logged_model_on_the_held_out
     """The JSON's numbers, recomputed here with sklift and a hand-written IPW on the same 30 % of rows."""
     from sklift.metrics import qini_auc_score, uplift_at_k
 
-    from serving.catalog import load_catalog
+    from serving.runtime.catalog import load_catalog
     from training.uplift.data import UpliftConfig, load_campaign, stratified_split
 
     directory, sim, result = trained
@@ -229,10 +229,10 @@ def test_outcome_columns_of_a_campaign_log_are_not_taken_as_features():
 def test_campaign_ids_that_do_not_match_the_transactions_are_an_error_naming_them(tmp_path):
     from features.errors import DataError
     from features.simulate import simulate, write_simulation
-    from serving.catalog import load_catalog
+    from serving.runtime.catalog import load_catalog
     from training.uplift.data import UpliftConfig, load_campaign
 
-    paths = write_simulation(simulate(customers=300, seed=1), tmp_path)
+    write_simulation(simulate(customers=300, seed=1), tmp_path)
     campaign = pd.read_parquet(tmp_path / "campaign.parquet")
     base = dict(treatment_col="incentive", control="no_contact", outcome="converted",
                 catalog=load_catalog(tmp_path / "incentives.yaml"), catalog_path=tmp_path / "incentives.yaml",
@@ -249,7 +249,7 @@ def test_campaign_ids_that_do_not_match_the_transactions_are_an_error_naming_the
 def test_as_of_on_or_after_the_campaign_date_is_an_error(tmp_path):
     from features.errors import DataError, DataWarning
     from features.simulate import simulate, write_simulation
-    from serving.catalog import load_catalog
+    from serving.runtime.catalog import load_catalog
     from training.uplift.data import UpliftConfig, load_campaign
 
     write_simulation(simulate(customers=300, seed=1), tmp_path)

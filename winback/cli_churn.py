@@ -164,8 +164,8 @@ def score_command(
     table_format(output)
     check_output(output, "--output", mkdir)
     day = parse_date(as_of, "--as-of") if transactions is not None else None
-    from serving.batch_score import score_table, score_transactions
-    from serving.churn_runtime import load_churn_runtime
+    from serving.batch.score import score_table, score_transactions
+    from serving.runtime.churn import load_churn_runtime
 
     _quiet_mlflow()
     runtime = load_churn_runtime(model)

@@ -55,7 +55,7 @@ def build_command(
     if model is not None:
         from features.errors import DataError
         from features.segment import SegmentConfig
-        from serving.churn_runtime import load_churn_runtime
+        from serving.runtime.churn import load_churn_runtime
 
         runtime = load_churn_runtime(model)
         if not runtime.has_segments or runtime.value_tier_thresholds is None:

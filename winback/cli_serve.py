@@ -22,7 +22,7 @@ def package(
     """Import the champion models into the BentoML model store (tags winback-churn, winback-uplift)."""
     import mlflow
 
-    from serving import model_store
+    from serving.api import model_store
     from training.tracking import TrackingSettings
 
     tracking_uri = TrackingSettings.from_env().tracking_uri
@@ -63,7 +63,7 @@ def serve(
     """
     import bentoml
 
-    from serving import model_store
+    from serving.api import model_store
 
     for model in (model_store.CHURN, model_store.UPLIFT):
         try:

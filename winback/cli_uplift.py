@@ -38,7 +38,7 @@ def train_uplift_command(
     mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Tune multi-arm uplift models with Optuna, evaluate policies offline, log and register in MLflow."""
-    from serving.catalog import load_catalog
+    from serving.runtime.catalog import load_catalog
     from training.tracking import TrackingSettings
     from training.uplift.train import train_uplift
     from training.uplift.data import UpliftConfig
@@ -104,9 +104,9 @@ def recommend_command(
 ) -> None:
     """Choose an incentive (or none) per customer; optional send/budget cap over the whole batch."""
     from features.io import table_format
-    from serving.batch_recommend import recommend
-    from serving.catalog import load_catalog
-    from serving.uplift_runtime import load_uplift_runtime
+    from serving.batch.recommend import recommend
+    from serving.runtime.catalog import load_catalog
+    from serving.runtime.uplift import load_uplift_runtime
 
     if max_sends is not None and max_sends < 0:
         fail(f"--max-sends: must be >= 0, got {max_sends}")

@@ -20,9 +20,9 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from features.errors import DataError
-from serving.churn_runtime import (ChurnRuntime, apply_calibration, load_churn_runtime, logit, segment_config_dict,
+from serving.runtime.churn import (ChurnRuntime, apply_calibration, load_churn_runtime, logit, segment_config_dict,
                                    stack_terms)
-from serving.encoding import FeatureEncoder
+from serving.runtime.encoding import FeatureEncoder
 from training.churn import report as churn_report
 from training.churn.data import ChurnData
 from training.churn.tuning import MAX_ROUNDS, TuningData, mlflow_trial_logger, run_study, train_booster, trial_counts
@@ -31,7 +31,7 @@ from training.promotion import Comparison, NotComparable, kind_differences, load
 from training.tracking import TrackingSettings, explicit_signature, log_params, reproducibility_tags
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds features/, serving/, training/
-PYFUNC_FILE = PACKAGE_ROOT / "serving" / "churn_pyfunc.py"
+PYFUNC_FILE = PACKAGE_ROOT / "serving" / "pyfunc" / "churn.py"
 CODE_PATHS = [str(PACKAGE_ROOT / "features"), str(PACKAGE_ROOT / "serving")]
 RISK_QUANTILES = {"high": 0.80, "medium": 0.50}  # top 20 % high, next 30 % medium, rest low
 REGISTRY_METRIC = "test_auc"

@@ -12,8 +12,8 @@ from sklearn.model_selection import train_test_split
 
 from features.errors import DataError, DataWarning
 from features.io import read_table
-from serving.catalog import Catalog
-from serving.decision import CONTROL
+from serving.runtime.catalog import Catalog
+from serving.runtime.decision import CONTROL
 
 PROPENSITY_COLUMN = "propensity"
 CAMPAIGN_DATE_COLUMN = "campaign_date"

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 import numpy as np
 from sklift import metrics as sklift_metrics
 
-from serving.catalog import Catalog
-from serving.decision import CONTROL
-from serving.uplift_runtime import UpliftPrediction
+from serving.runtime.catalog import Catalog
+from serving.runtime.decision import CONTROL
+from serving.runtime.uplift import UpliftPrediction
 from training.policy import deterministic_policy, dr_value, ipw_value
 
 

@@ -2,7 +2,7 @@
 
 Each incentive is learned against the control rows only (binary treatment, as scikit-uplift
 requires). The fitted LightGBM boosters are taken out of the scikit-uplift wrappers and handed to
-`serving.uplift_runtime.UpliftRuntime`, which is the single place that turns them into uplift.
+`serving.runtime.uplift.UpliftRuntime`, which is the single place that turns them into uplift.
 scikit-uplift is used for its models and metrics only (its pipelines and viz break with current
 scikit-learn).
 """
@@ -17,9 +17,9 @@ import lightgbm as lgb
 import numpy as np
 from sklift.models import ClassTransformation, SoloModel, TwoModels
 
-from serving.catalog import Catalog
-from serving.encoding import FeatureEncoder
-from serving.uplift_runtime import UpliftRuntime
+from serving.runtime.catalog import Catalog
+from serving.runtime.encoding import FeatureEncoder
+from serving.runtime.uplift import UpliftRuntime
 
 LEARNERS = ("two_models", "solo_model", "class_transformation")
 

@@ -17,10 +17,10 @@ import pandas as pd
 
 from features.errors import DataError
 from features.io import write_text_atomic
-from serving.batch_recommend import ID_COLUMN, recommendation_frame
-from serving.catalog import dump_catalog
-from serving.encoding import FeatureEncoder
-from serving.uplift_runtime import UpliftRuntime, load_uplift_runtime
+from serving.batch.recommend import ID_COLUMN, recommendation_frame
+from serving.runtime.catalog import dump_catalog
+from serving.runtime.encoding import FeatureEncoder
+from serving.runtime.uplift import UpliftRuntime, load_uplift_runtime
 from training.promotion import Comparison, NotComparable, kind_differences, load_champion, register_and_promote
 from training.tracking import TrackingSettings, explicit_signature, frame_hash, log_params, reproducibility_tags
 from training.uplift.data import CampaignData, UpliftConfig, load_campaign, stratified_split
@@ -29,7 +29,7 @@ from training.uplift.learners import fit_runtime
 from training.uplift.report import plot_deciles, plot_policy_values, plot_qini
 from training.uplift.tuning import TuningData, allowed_learners, tune
 
-PYFUNC_FILE = Path(__file__).resolve().parents[2] / "serving" / "uplift_pyfunc.py"
+PYFUNC_FILE = Path(__file__).resolve().parents[2] / "serving" / "pyfunc" / "uplift.py"
 CODE_PATHS = [str(Path(__file__).resolve().parents[2] / name) for name in ("features", "serving")]
 CHURN_TOP_SHARE = 0.3
 
@@ -42,7 +42,7 @@ def metric_key(*parts: str) -> str:
 def _churn_policy(churn_model: str, frame, best_arm: int) -> np.ndarray | None:
     """Send `best_arm` to the top 30 % by the churn model's probability, others nothing (None if unusable)."""
     try:
-        from serving.churn_runtime import load_churn_runtime
+        from serving.runtime.churn import load_churn_runtime
     except ImportError:
         return None
     try:

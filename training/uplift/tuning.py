@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import optuna
 
-from serving.catalog import Catalog
-from serving.encoding import FeatureEncoder
+from serving.runtime.catalog import Catalog
+from serving.runtime.encoding import FeatureEncoder
 from training.uplift.evaluate import arm_rows, qini_auc
 from training.uplift.learners import LEARNERS, assemble_runtime, class_transformation_applies, fit_arm
 

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from features.errors import DataError
-from serving.boosters import BoosterCaller
-from serving.encoding import FeatureEncoder
+from serving.runtime.boosters import BoosterCaller
+from serving.runtime.encoding import FeatureEncoder
 
 FORMAT_VERSION = 1
 BOOSTER_FILE = "booster.txt"
@@ -231,7 +231,7 @@ class ChurnRuntime:
 
 def load_churn_runtime(model_uri: str) -> ChurnRuntime:
     """The runtime inside an MLflow churn model (`runs:/…`, `models:/name@alias`); DataError if absent."""
-    from serving.registry import download_model
+    from serving.runtime.registry import download_model
 
     runtime_dir = download_model(model_uri) / "artifacts" / "runtime"
     if runtime_dir.is_dir() and not (runtime_dir / BOOSTER_FILE).is_file() and (runtime_dir / RUNTIME_FILE).is_file():
@@ -248,7 +248,7 @@ def _registry_info(model_uri: str) -> dict:
     """model_name / model_version for `models:/name@alias` or `models:/name/version` URIs."""
     from mlflow.exceptions import MlflowException
 
-    from serving.registry import registry_version
+    from serving.runtime.registry import registry_version
 
     try:
         ref = registry_version(model_uri)

@@ -24,10 +24,10 @@ import numpy as np
 import pandas as pd
 
 from features.errors import DataError
-from serving.churn_runtime import ChurnRuntime
-from serving.decision import decide_with_cap
-from serving.encoding import FeatureEncoder
-from serving.uplift_runtime import UpliftRuntime
+from serving.runtime.churn import ChurnRuntime
+from serving.runtime.decision import decide_with_cap
+from serving.runtime.encoding import FeatureEncoder
+from serving.runtime.uplift import UpliftRuntime
 
 ID_COLUMN = "customer_id"
 REASONS_TOP = 3
@@ -192,7 +192,7 @@ def recommend_rows(churn: ChurnRuntime, uplift: UpliftRuntime, customers: Sequen
 def warm_up(churn: ChurnRuntime, uplift: UpliftRuntime) -> None:
     """Answer one customer with every feature missing: loads every booster and the calling thread's
     single-row handles, so a model that cannot predict fails at start, not at the first request."""
-    from serving.schemas import Customer
+    from serving.api.schemas import Customer
 
     missing = {name: None for name in dict.fromkeys([*churn.encoder.features_, *uplift.encoder.features_])}
     customer = Customer(customer_id="warm-up", features=missing)

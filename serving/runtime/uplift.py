@@ -31,11 +31,11 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from serving import churn_runtime
-from serving.boosters import BoosterCaller
-from serving.catalog import Catalog
-from serving.decision import CONTROL, chosen_values, decide, net_values
-from serving.encoding import FeatureEncoder
+from serving.runtime import churn as churn_runtime
+from serving.runtime.boosters import BoosterCaller
+from serving.runtime.catalog import Catalog
+from serving.runtime.decision import CONTROL, chosen_values, decide, net_values
+from serving.runtime.encoding import FeatureEncoder
 
 RUNTIME_FILE = "runtime.json"
 FORMAT_VERSION = 1
@@ -202,7 +202,7 @@ def load_uplift_runtime(model_uri: str) -> UpliftRuntime:
     if Path(model_uri).is_dir():
         root = Path(model_uri)
     else:
-        from serving.registry import download_model
+        from serving.runtime.registry import download_model
 
         root = download_model(model_uri)
     directory = find_runtime_dir(root)

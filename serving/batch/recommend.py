@@ -16,9 +16,9 @@ import pandas as pd
 
 from features.errors import DataError
 from features.io import AtomicTableWriter, table_format
-from serving.catalog import Catalog
-from serving.decision import CONTROL, chosen_values, decide_with_cap
-from serving.uplift_runtime import UpliftPrediction, UpliftRuntime
+from serving.runtime.catalog import Catalog
+from serving.runtime.decision import CONTROL, chosen_values, decide_with_cap
+from serving.runtime.uplift import UpliftPrediction, UpliftRuntime
 
 ID_COLUMN = "customer_id"
 DEFAULT_CHUNK_ROWS = 250_000

@@ -16,12 +16,12 @@ from mlflow.pyfunc import PythonModel
 
 class UpliftPyfunc(PythonModel):
     def load_context(self, context):
-        from serving.uplift_runtime import UpliftRuntime, find_runtime_dir
+        from serving.runtime.uplift import UpliftRuntime, find_runtime_dir
 
         self.runtime = UpliftRuntime.load(find_runtime_dir(context.artifacts["runtime"]))
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        from serving.batch_recommend import recommendation_frame
+        from serving.batch.recommend import recommendation_frame
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         prediction = self.runtime.predict_frame(frame)

@@ -16,9 +16,9 @@ from bentoml.exceptions import NotFound
 from bentoml.models import BentoModel
 
 from features.errors import DataError
-from serving.churn_runtime import ChurnRuntime
-from serving.registry import registry_version
-from serving.uplift_runtime import UpliftRuntime, find_runtime_dir
+from serving.runtime.churn import ChurnRuntime
+from serving.runtime.registry import registry_version
+from serving.runtime.uplift import UpliftRuntime, find_runtime_dir
 
 MLFLOW_DIR = "mlflow_model"  # where the MLflow model directory sits inside the BentoML model
 

@@ -2,7 +2,7 @@
 line per refused request, and an OpenAPI document that tells clients the truth.
 
 - `RequestGuard` (ASGI middleware) validates the bodies of POST /score and /recommend against
-  `serving.schemas` before BentoML sees them. A bad body is a 400 whose `error` names the field in the
+  `serving.api.schemas` before BentoML sees them. A bad body is a 400 whose `error` names the field in the
   request's own terms (`customers[0].features.recency_days: expected a number, ...`), one error per
   field, and one log line: no traceback, no internal class names. A valid body reaches BentoML
   unchanged, which then parses it into the same models.
@@ -21,8 +21,8 @@ from collections.abc import Callable, Sequence
 from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse
 
-from serving.encoding import FeatureEncoder
-from serving.schemas import FEATURE_VALUE_SCHEMA, ErrorBody, RecommendRequest, ScoreRequest
+from serving.runtime.encoding import FeatureEncoder
+from serving.api.schemas import FEATURE_VALUE_SCHEMA, ErrorBody, RecommendRequest, ScoreRequest
 
 BODY_MODELS: dict[str, type[BaseModel]] = {"/score": ScoreRequest, "/recommend": RecommendRequest}
 OPENAPI_PATH = "/docs.json"

@@ -16,7 +16,7 @@ import pandas as pd
 from features.contracts import ids_as_strings, parse_numbers
 from features.errors import DataError
 from features.io import AtomicTableWriter
-from serving.churn_runtime import ChurnRuntime
+from serving.runtime.churn import ChurnRuntime
 
 CHUNK_CUSTOMERS = 50_000
 TRANSACTION_COLUMNS = ["customer_id", "churn_probability", "risk_tier", "lifecycle_stage", "value_tier",

@@ -16,7 +16,7 @@ from mlflow.pyfunc import PythonModel
 
 class ChurnPyfunc(PythonModel):
     def load_context(self, context):
-        from serving.churn_runtime import ChurnRuntime
+        from serving.runtime.churn import ChurnRuntime
 
         self.runtime = ChurnRuntime.load(context.artifacts["runtime"])
 

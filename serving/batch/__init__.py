@@ -1,0 +1,1 @@
+"""Whole customer bases: churn scores and incentive decisions written in chunks, atomically."""
