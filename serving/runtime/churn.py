@@ -18,6 +18,7 @@ import pandas as pd
 from features.errors import DataError
 from serving.runtime.boosters import BoosterCaller
 from serving.runtime.encoding import FeatureEncoder
+from serving.runtime import linear as linear_model
 
 FORMAT_VERSION = 1
 BOOSTER_FILE = "booster.txt"
@@ -69,12 +70,17 @@ class ChurnRuntime:
     `medium` at ≥ medium, else `low`. `value_tier_thresholds` = (mid_min, high_min) on `spend_365d`,
     `segment_config` the `features.segment.SegmentConfig` fields; both None for models trained on a
     customer table without transaction features.
+
+    `scorer` says which model gives the churn probability: {"kind": "lightgbm"} (the calibrated booster,
+    the default), {"kind": "linear"} (the logistic regression `linear`, see serving.runtime.linear) or
+    {"kind": "blend", "weight": w} (sigmoid(w·logit(p_lightgbm) + (1 − w)·logit(p_linear))).
     """
 
     def __init__(self, encoder: FeatureEncoder, booster_model: str, calibration: dict,
                  risk_thresholds: dict, horizon_days: int | None = None,
                  value_tier_thresholds: tuple[float, float] | None = None,
-                 segment_config: dict | None = None, metadata: dict | None = None):
+                 segment_config: dict | None = None, metadata: dict | None = None,
+                 scorer: dict | None = None, linear: dict | None = None):
         self.encoder = encoder
         self.booster_model = booster_model
         self.calibration = calibration
@@ -83,6 +89,12 @@ class ChurnRuntime:
         self.value_tier_thresholds = value_tier_thresholds
         self.segment_config = segment_config
         self.metadata = metadata or {}
+        self.scorer = scorer or {"kind": "lightgbm"}
+        self.linear = linear
+        if self.scorer["kind"] not in linear_model.SCORERS:
+            raise DataError(f"unknown churn scorer {self.scorer['kind']!r}")
+        if self.scorer["kind"] != "lightgbm" and linear is None:
+            raise DataError(f"churn scorer {self.scorer['kind']!r} needs the linear model")
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -98,6 +110,8 @@ class ChurnRuntime:
             "value_tier_thresholds": list(self.value_tier_thresholds) if self.value_tier_thresholds else None,
             "segment_config": self.segment_config,
             "metadata": self.metadata,
+            "scorer": self.scorer,
+            "linear": self.linear,
         }
         (target / RUNTIME_FILE).write_text(json.dumps(doc, indent=2, default=str))
         return target
@@ -116,7 +130,8 @@ class ChurnRuntime:
                    calibration=doc["calibration"], risk_thresholds=doc["risk_thresholds"],
                    horizon_days=doc.get("horizon_days"),
                    value_tier_thresholds=tuple(tiers) if tiers else None,
-                   segment_config=doc.get("segment_config"), metadata=doc.get("metadata") or {})
+                   segment_config=doc.get("segment_config"), metadata=doc.get("metadata") or {},
+                   scorer=doc.get("scorer"), linear=doc.get("linear"))
 
     # -- prediction ------------------------------------------------------------------------------
     @property
@@ -151,13 +166,26 @@ class ChurnRuntime:
     def predict_raw(self, X) -> np.ndarray:
         return self._caller.predict(self._check(X))
 
-    def predict_proba(self, X) -> np.ndarray:
-        """Calibrated churn probability, shape (n,), for an encoded array from `self.encoder`."""
+    def predict_lightgbm(self, X) -> np.ndarray:
+        """The calibrated booster's churn probability, shape (n,)."""
         X = self._check(X)
         terms = None
         if self.calibration.get("method") == "logistic_stack":
             terms = stack_terms(X, self.feature_names, self.calibration["columns"])
         return apply_calibration(self.predict_raw(X), self.calibration, terms)
+
+    def predict_linear(self, X) -> np.ndarray:
+        """The logistic regression's churn probability, shape (n,)."""
+        return 1.0 / (1.0 + np.exp(-linear_model.decision_function(self._check(X), self.linear)))
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Churn probability from the model's scorer, shape (n,), for an encoded array from `self.encoder`."""
+        kind = self.scorer["kind"]
+        if kind == "lightgbm":
+            return self.predict_lightgbm(X)
+        if kind == "linear":
+            return self.predict_linear(X)
+        return linear_model.blend(self.predict_lightgbm(X), self.predict_linear(X), self.scorer["weight"])
 
     def risk_tier(self, probability) -> np.ndarray:
         p = np.asarray(probability, dtype=float)
@@ -165,8 +193,20 @@ class ChurnRuntime:
                         np.where(p >= self.risk_thresholds["medium"], "medium", "low")).astype(object)
 
     def contributions(self, X) -> np.ndarray:
-        """Per-feature contributions to the raw log-odds (SHAP values), shape (n, n_features + 1 bias)."""
-        return self._caller.contributions(self._check(X))
+        """Per-feature contributions to the churn log-odds, shape (n, n_features + 1 bias): TreeSHAP of the
+        booster; for the linear scorer coefficient × standardised value; for a blend the two weighted as
+        in the blend (the booster's through the calibration slope)."""
+        X = self._check(X)
+        kind = self.scorer["kind"]
+        if kind == "lightgbm":
+            return self._caller.contributions(X)
+        n_features = len(self.feature_names)
+        linear = np.column_stack([linear_model.contributions(X, self.linear, n_features),
+                                  np.full(len(X), self.linear["intercept"])])
+        if kind == "linear":
+            return linear
+        weight = self.scorer["weight"]
+        return weight * self.calibration.get("a", 1.0) * self._caller.contributions(X) + (1 - weight) * linear
 
     def reasons(self, X, top: int = 3) -> list[list[tuple[str, float]]]:
         """The `top` features pushing each customer's churn risk up most (largest contributions first)."""

@@ -24,7 +24,9 @@ from serving.runtime.churn import (ChurnRuntime, apply_calibration, load_churn_r
                                    stack_terms)
 from serving.runtime.encoding import FeatureEncoder
 from training.churn import report as churn_report
+from serving.runtime.linear import blend
 from training.churn.data import ChurnData
+from training.churn.linear import best_blend_weight, fit_linear, predict_linear
 from training.churn.tuning import MAX_ROUNDS, TuningData, mlflow_trial_logger, run_study, train_booster, trial_counts
 from training.metrics import auc, classification_summary, paired_auc
 from training.promotion import Comparison, NotComparable, kind_differences, load_champion, register_and_promote
@@ -87,6 +89,19 @@ def fit_calibration(raw: np.ndarray, X: np.ndarray, feature_names: list[str], y:
         return calibration, apply_calibration(raw, calibration, terms)
     calibration = fit_platt(raw, y)
     return calibration, apply_calibration(raw, calibration)
+
+def choose_scorer(y_valid: np.ndarray, p_lightgbm: np.ndarray, p_linear: np.ndarray) -> tuple[dict, dict, np.ndarray]:
+    """The candidate with the best validation AUC among the calibrated LightGBM, the logistic regression and
+    their blend (weight chosen on the same rows); ties go to the first of that order. Returns the runtime's
+    `scorer`, every candidate's figures, and the winner's validation probabilities."""
+    weight, _ = best_blend_weight(y_valid, p_lightgbm, p_linear)
+    probabilities = {"lightgbm": p_lightgbm, "blend": blend(p_lightgbm, p_linear, weight), "linear": p_linear}
+    candidates = {name: {"validation_auc": auc(y_valid, p), "weight": weight if name == "blend" else None}
+                  for name, p in probabilities.items()}
+    winner = max(candidates, key=lambda name: candidates[name]["validation_auc"])
+    scorer = {"kind": winner, **({"weight": weight} if winner == "blend" else {})}
+    return scorer, candidates, probabilities[winner]
+
 
 def baseline_scores(valid: pd.DataFrame) -> dict[str, np.ndarray]:
     """Single-feature rankings: longer since last purchase, or fewer purchases → more churn."""
@@ -190,8 +205,10 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
 
         booster = train_booster(best.params, tuning, config.seed, config.threads, rounds=rounds, valid=False)
         raw_valid = booster.predict(tuning.X_valid)
-        calibration, p_valid = fit_calibration(raw_valid, tuning.X_valid, list(encoder.features_), tuning.y_valid,
-                                               config.stack)
+        calibration, p_lightgbm = fit_calibration(raw_valid, tuning.X_valid, list(encoder.features_),
+                                                  tuning.y_valid, config.stack)
+        linear = fit_linear(tuning.X_train, tuning.y_train, encoder)
+        scorer, candidates, p_valid = choose_scorer(tuning.y_valid, p_lightgbm, predict_linear(tuning.X_valid, linear))
         validation = classification_summary(tuning.y_valid, p_valid)
         base = baseline_scores(data.valid)
         baselines = {"recency_auc": _nan_safe_auc(tuning.y_valid, base["recency"]) if "recency" in base else None,
@@ -201,13 +218,14 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
                                np.concatenate([tuning.y_train, tuning.y_valid]), tuning.X_valid, tuning.y_valid,
                                tuning.feature_names, tuning.categorical)
             booster = train_booster(best.params, refit, config.seed, config.threads, rounds=rounds, valid=False)
+            linear = fit_linear(refit.X_train, refit.y_train, encoder)
 
         tiers, segment_config = _value_tier_setup(data)
         runtime = ChurnRuntime(
             encoder=encoder, booster_model=booster.model_to_string(), calibration=calibration,
             risk_thresholds={k: float(np.quantile(p_valid, q)) for k, q in RISK_QUANTILES.items()},
             horizon_days=data.description.get("horizon_days"), value_tier_thresholds=tiers,
-            segment_config=segment_config,
+            segment_config=segment_config, scorer=scorer, linear=linear,
             metadata={"run_id": run_id, "kind": data.kind, "cutoff": data.description.get("cutoff"),
                       "horizon_days": data.description.get("horizon_days"), "label_rule": LABEL_RULES[data.kind],
                       "snapshot_dates": data.description.get("snapshot_dates"),
@@ -217,6 +235,8 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
         mlflow.log_metrics({f"validation_{k}": v for k, v in validation.items()})
         mlflow.log_metrics({f"test_{k}": v for k, v in test.items()})
         mlflow.log_metric("validation_booster_auc", _nan_safe_auc(tuning.y_valid, raw_valid))  # before the stack
+        mlflow.log_metrics({f"candidate_auc.{name}": c["validation_auc"] for name, c in candidates.items()})
+        mlflow.set_tag("winback.scorer", scorer["kind"])
         mlflow.log_metrics({f"baseline_{k}": v for k, v in baselines.items() if v is not None})
         n_trials, n_pruned = trial_counts(study)
         mlflow.log_metrics({"n_trials": n_trials, "n_pruned": n_pruned, "best_iteration": rounds})
@@ -233,6 +253,8 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
             churn_report.optuna_artifacts(study, reports)
             churn_report.feature_list(data.train, encoder, reports / "features.json")
             (reports / "data.json").write_text(json.dumps(data.description, indent=2))
+            pd.DataFrame([{"candidate": name, **c} for name, c in candidates.items()]).to_csv(
+                reports / "candidates.csv", index=False)
             mlflow.log_artifacts(str(reports), artifact_path="reports")
             logged = _log_model(runtime, _input_example(data.valid, encoder), work)
 
@@ -244,7 +266,8 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
         seconds = time.monotonic() - started
         mlflow.log_metric("training_seconds", seconds)
         result = {"run_id": run_id, "model_uri": model_uri, "registered": registered,
-                  "validation": validation, "test": test, "baselines": baselines, "best_params": best.params,
+                  "validation": validation, "test": test, "baselines": baselines, "scorer": scorer,
+                  "candidates": candidates, "best_params": best.params,
                   "best_iteration": rounds, "n_trials": n_trials, "n_pruned": n_pruned,
                   "data": data.description, "training_seconds": round(seconds, 1)}
         mlflow.log_dict(result, "result.json")

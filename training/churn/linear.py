@@ -1,0 +1,48 @@
+"""The simple reference as a candidate: logistic regression on log-transformed, standardised features,
+and its blend with the tuned LightGBM. The runtime applies both with `serving.runtime.linear`."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from serving.runtime.encoding import FeatureEncoder
+from serving.runtime.linear import blend, decision_function, design
+from training.metrics import auc
+
+BLEND_WEIGHTS = tuple(np.round(np.arange(0.1, 1.0, 0.1), 2))  # LightGBM's share in the blend
+
+
+def fit_linear(X: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, C: float = 1.0) -> dict:
+    """Fit the design (see serving.runtime.linear) and an L2 logistic regression on encoded training rows."""
+    X = np.asarray(X, dtype=np.float64)
+    columns = []
+    for index, name in enumerate(encoder.features_):
+        x = X[:, index]
+        if name in encoder.categories_:
+            columns.append({"name": name, "index": index, "kind": "category", "levels": len(encoder.categories_[name])})
+            continue
+        seen = x[~np.isnan(x)]
+        log = bool(len(seen) and seen.min() >= 0)
+        value = np.log1p(seen) if log else seen
+        columns.append({"name": name, "index": index, "kind": "number", "log": log,
+                        "fill": float(np.median(value)) if len(value) else 0.0,
+                        "missing_flag": bool(np.isnan(x).any())})
+    model = {"columns": columns, "mean": 0.0, "scale": 1.0}
+    Z = design(X, model)
+    mean, scale = Z.mean(axis=0), Z.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    model.update(mean=mean.tolist(), scale=scale.tolist())
+    fitted = LogisticRegression(C=C, max_iter=2000).fit((Z - mean) / scale, y.astype(int))
+    model.update(coef=fitted.coef_[0].tolist(), intercept=float(fitted.intercept_[0]))
+    return model
+
+
+def predict_linear(X: np.ndarray, model: dict) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-decision_function(X, model)))
+
+
+def best_blend_weight(y: np.ndarray, p_lightgbm: np.ndarray, p_linear: np.ndarray) -> tuple[float, float]:
+    """(weight, AUC) of the best blend on these rows, over BLEND_WEIGHTS."""
+    scored = [(float(w), auc(y, blend(p_lightgbm, p_linear, w))) for w in BLEND_WEIGHTS]
+    return max(scored, key=lambda item: item[1])
