@@ -171,6 +171,10 @@ def build_features(transactions: pd.DataFrame, as_of, profiles: pd.DataFrame | N
     features = pd.DataFrame({name: columns[name] for name in order}, index=index)
     if profiles is None:
         return features
+    if ID in profiles.columns:  # a raw profile table: index it by customer id first (else every join misses)
+        from features.contracts import normalize_profiles
+
+        profiles = normalize_profiles(profiles)
     clash = sorted(set(profiles.columns) & set(features.columns))
     if clash:
         raise DataError(f"profiles: column(s) {', '.join(map(repr, clash))} clash with feature names; rename them")

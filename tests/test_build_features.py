@@ -171,3 +171,16 @@ def test_matches_a_per_customer_reference_on_random_data():
             assert row["gap_std_days"] == pytest.approx(np.std(gaps, ddof=1))
         top = rows["category"].value_counts().sort_index(kind="stable").idxmax()
         assert row["top_category"] == top
+
+
+def test_raw_profiles_with_a_customer_id_column_are_joined_by_id():
+    from features.contracts import normalize_profiles
+
+    tx = pd.DataFrame({"customer_id": ["a", "b"], "timestamp": pd.to_datetime(["2025-01-02", "2025-01-03"]),
+                       "amount": [10.0, 20.0]})
+    raw = pd.DataFrame({"customer_id": ["b", "a"], "region": ["north", "south"]})
+    features = build_features(tx, pd.Timestamp("2025-01-31"), profiles=raw)
+    assert "customer_id" not in features.columns
+    assert features["region"].astype(str).tolist() == ["south", "north"]
+    expected = build_features(tx, pd.Timestamp("2025-01-31"), profiles=normalize_profiles(raw))
+    pd.testing.assert_frame_equal(features, expected)
