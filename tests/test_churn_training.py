@@ -57,7 +57,12 @@ def test_json_summary_holds_every_contract_field(trained):
     assert s["test"]["n"] == s["data"]["test_rows"] > 0 and s["test"]["auc"] > 0.6
     assert s["n_trials"] == 3 and s["model_uri"] == f"runs:/{s['run_id']}/model"
     assert s["data"]["snapshot_dates"] == ["2025-09-02", "2025-08-03"]  # cutoff − 120, then − 30 more
-    assert s["validation"]["n"] == s["data"]["valid_rows"]
+    # under 20,000 training rows: 5-fold cross-validation over training + validation rows, out-of-fold figures
+    assert s["validation"]["n"] == s["data"]["train_rows"] + s["data"]["valid_rows"]
+    assert s["validation_scheme"].startswith("5-fold cross-validation by customer")
+    assert set(s["candidates"]) == {"lightgbm", "linear", "blend"} and s["scorer"]["kind"] in s["candidates"]
+    chosen = s["candidates"][s["scorer"]["kind"]]["validation_auc"]
+    assert chosen == pytest.approx(s["validation"]["auc"]) == max(c["validation_auc"] for c in s["candidates"].values())
     assert s["validation"]["auc"] > max(s["baselines"]["recency_auc"], s["baselines"]["frequency_auc"])
     assert "champion" in trained["output"]
 
@@ -115,6 +120,17 @@ def _train(data, name):
 
 def _champion(name):
     return str(MlflowClient().get_registered_model(name).aliases["champion"])
+
+
+def test_the_holdout_scheme_validates_on_the_validation_rows_and_refit_retrains_on_more(trained):
+    data = _data(trained["sim"])
+    settings = TrackingSettings.from_env("winback-churn")
+    holdout = train_churn(data, ChurnTrainConfig(trials=1, max_rounds=60, cv="never"), settings)
+    assert holdout["validation_scheme"] == "holdout" and holdout["validation"]["n"] == len(data.valid)
+    refit = train_churn(data, ChurnTrainConfig(trials=1, max_rounds=60, cv="never", refit=True), settings)
+    assert refit["validation_scheme"] == "holdout, refit on training + validation rows"
+    assert refit["validation"] == holdout["validation"]  # chosen on the same rows; only the final fit differs
+    assert refit["test"]["auc"] != holdout["test"]["auc"]
 
 
 def test_held_out_customers_are_split_into_validation_and_an_untouched_test_slice(trained):
@@ -242,7 +258,7 @@ def test_customer_table_with_a_label_trains_and_scores_by_id(trained):
                                  "--trials", "2", "--max-rounds", "50", "--json-out", "telco.json"])
     assert result.exit_code == 0, result.output
     summary = json.loads((trained["tmp"] / "telco.json").read_text())
-    assert (summary["test"]["n"], summary["validation"]["n"]) == (60, 85)  # 15 % of 400, then 25 % of the rest
+    assert (summary["test"]["n"], summary["validation"]["n"]) == (60, 340)  # 15 % of 400 test, out-of-fold on the rest
     assert summary["baselines"] == {"recency_auc": None, "frequency_auc": None}
     assert summary["validation"]["auc"] > 0.6
     result = runner.invoke(app, ["score", "--model", summary["model_uri"], "--table", "telco.csv",

@@ -95,6 +95,10 @@ def train_churn_command(
     timeout: float | None = typer.Option(None, "--timeout", help="Stop tuning after this many seconds."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split, the sampler and LightGBM."),
     max_rounds: int = typer.Option(2000, "--max-rounds", help="Cap on boosting rounds (early stopping picks fewer)."),
+    cv: str = typer.Option("auto", "--cv", help="auto: 5-fold cross-validation by customer when training + validation "
+                           "rows are under 20,000, else the holdout; always; never."),
+    refit: bool = flag("--refit", "Holdout scheme: after tuning, retrain on training + validation rows (rounds scaled "
+                       "to the larger set)."),
     experiment: str = typer.Option("winback-churn", "--experiment", help="MLflow experiment name."),
     register_as: str | None = typer.Option(None, "--register-as", help="Registered model name, e.g. winback-churn."),
     storage: str | None = typer.Option(None, "--storage", help="Optuna RDB URL shared by several processes."),
@@ -107,6 +111,8 @@ def train_churn_command(
     _check_source(transactions, table, cutoff, horizon_days, target)
     if trials < 1:
         raise DataError(f"--trials must be at least 1, got {trials}")
+    if cv not in ("auto", "always", "never"):
+        raise DataError(f"--cv must be auto, always or never, got {cv!r}")
     if max_rounds < 1:
         raise DataError(f"--max-rounds must be at least 1, got {max_rounds}")
     if timeout is not None and timeout <= 0:
@@ -130,7 +136,7 @@ def train_churn_command(
     else:
         data = prepare_table(_read_customer_table(table, id_col), target, id_col, seed)
     config = ChurnTrainConfig(trials=trials, timeout=timeout, seed=seed, storage=storage, study_name=study_name,
-                              register_as=register_as, max_rounds=max_rounds)
+                              register_as=register_as, max_rounds=max_rounds, cv=cv, refit=refit)
     result = train_churn(data, config, TrackingSettings.from_env(experiment))
     if json_out is not None:
         from features.io import write_text_atomic

@@ -27,7 +27,8 @@ from training.churn import report as churn_report
 from serving.runtime.linear import blend
 from training.churn.data import ChurnData
 from training.churn.linear import best_blend_weight, fit_linear, predict_linear
-from training.churn.tuning import MAX_ROUNDS, TuningData, mlflow_trial_logger, run_study, train_booster, trial_counts
+from training.churn.tuning import (CV_FOLDS, CV_MAX_ROWS, MAX_ROUNDS, CVData, TuningData, cv_folds, mlflow_trial_logger,
+                                   out_of_fold, run_cv, run_study, train_booster, trial_counts)
 from training.metrics import auc, classification_summary, paired_auc
 from training.promotion import Comparison, NotComparable, kind_differences, load_champion, register_and_promote
 from training.tracking import TrackingSettings, explicit_signature, log_params, reproducibility_tags
@@ -57,7 +58,8 @@ class ChurnTrainConfig:
     register_as: str | None = None
     threads: int = 2
     max_rounds: int = MAX_ROUNDS
-    refit: bool = False  # refit on train + validation rows with the tuned rounds
+    refit: bool = False  # holdout scheme: refit on train + validation rows with the rounds scaled up
+    cv: str = "auto"  # "auto": K-fold CV when train + validation hold under CV_MAX_ROWS rows; "always"; "never"
     stack: bool = True  # logistic stacking calibration on logit(booster) + log1p(STACK_COLUMNS)
 
 
@@ -180,6 +182,78 @@ def _compare_with_champion(candidate: ChurnRuntime, test: pd.DataFrame, y_test: 
     return compare
 
 
+@dataclass
+class Fitted:
+    """The final models of one validation scheme, and the validation rows' labels and scores behind the choice."""
+
+    study: object
+    rounds: int
+    booster: object
+    calibration: dict
+    linear: dict
+    scorer: dict
+    candidates: dict
+    y_valid: np.ndarray
+    p_valid: np.ndarray  # the chosen scorer's validation probabilities
+    raw_valid: np.ndarray  # the booster's, before calibration
+    valid_frame: pd.DataFrame  # feature rows behind y_valid (for the baselines)
+    scheme: str
+
+
+def _fit_holdout(data: ChurnData, encoder: FeatureEncoder, config: ChurnTrainConfig) -> Fitted:
+    """Tune on the validation rows (early stopping, pruning), calibrate and choose the scorer on them; with
+    `config.refit` retrain booster and regression on train + validation rows with the rounds scaled up."""
+    tuning = TuningData(encoder.transform(data.train), data.y_train, encoder.transform(data.valid),
+                        data.y_valid, encoder.features_, encoder.categorical_indices)
+    study = run_study(tuning, config.trials, config.timeout, config.seed, config.threads, config.storage,
+                      config.study_name, callbacks=[mlflow_trial_logger()], max_rounds=config.max_rounds)
+    best = study.best_trial
+    rounds = int(best.user_attrs.get("best_iteration", 100))
+    booster = train_booster(best.params, tuning, config.seed, config.threads, rounds=rounds, valid=False)
+    raw_valid = booster.predict(tuning.X_valid)
+    calibration, p_lightgbm = fit_calibration(raw_valid, tuning.X_valid, list(encoder.features_), tuning.y_valid,
+                                              config.stack)
+    linear = fit_linear(tuning.X_train, tuning.y_train, encoder)
+    scorer, candidates, p_valid = choose_scorer(tuning.y_valid, p_lightgbm, predict_linear(tuning.X_valid, linear))
+    scheme = "holdout"
+    if config.refit:
+        both = TuningData(np.vstack([tuning.X_train, tuning.X_valid]), np.concatenate([tuning.y_train, tuning.y_valid]),
+                          tuning.X_valid, tuning.y_valid, tuning.feature_names, tuning.categorical)
+        scaled = int(round(rounds * len(both.y_train) / len(tuning.y_train)))
+        booster = train_booster(best.params, both, config.seed, config.threads, rounds=scaled, valid=False)
+        linear = fit_linear(both.X_train, both.y_train, encoder)
+        scheme = "holdout, refit on training + validation rows"
+    return Fitted(study, rounds, booster, calibration, linear, scorer, candidates, tuning.y_valid, p_valid,
+                  raw_valid, data.valid, scheme)
+
+
+def _fit_cross_validated(data: ChurnData, encoder: FeatureEncoder, config: ChurnTrainConfig) -> Fitted:
+    """Small training sets: tune by K-fold CV on training + validation rows (grouped by customer), calibrate and
+    choose the scorer on out-of-fold predictions, then refit both models on all those rows (rounds scaled by
+    K/(K−1), the larger set)."""
+    rows = pd.concat([data.train, data.valid])
+    X, y = encoder.transform(rows), np.concatenate([data.y_train, data.y_valid])
+    folds = cv_folds(y, rows.index.to_numpy(), CV_FOLDS, config.seed)
+    cv = CVData(X, y, folds, encoder.features_, encoder.categorical_indices)
+    study = run_study(cv, config.trials, config.timeout, config.seed, config.threads, config.storage,
+                      config.study_name, callbacks=[mlflow_trial_logger()], max_rounds=config.max_rounds)
+    best = study.best_trial
+    _, rounds, boosters = run_cv(best.params, cv, config.seed, config.threads, rounds=config.max_rounds)
+    raw_oof = out_of_fold(boosters, cv, rounds)
+    calibration, p_lightgbm = fit_calibration(raw_oof, X, list(encoder.features_), y, config.stack)
+    p_linear = np.empty(len(y))
+    for train_idx, valid_idx in folds:
+        p_linear[valid_idx] = predict_linear(X[valid_idx], fit_linear(X[train_idx], y[train_idx], encoder))
+    scorer, candidates, p_valid = choose_scorer(y, p_lightgbm, p_linear)
+    everything = TuningData(X, y, X, y, encoder.features_, encoder.categorical_indices)
+    scaled = int(round(rounds * CV_FOLDS / (CV_FOLDS - 1)))
+    booster = train_booster(best.params, everything, config.seed, config.threads, rounds=scaled, valid=False)
+    linear = fit_linear(X, y, encoder)
+    return Fitted(study, rounds, booster, calibration, linear, scorer, candidates, y, p_valid, raw_oof, rows,
+                  f"{CV_FOLDS}-fold cross-validation by customer on {len(y):,} rows (under {CV_MAX_ROWS:,}); "
+                  f"out-of-fold calibration and choice; refit on all of them with {scaled} rounds")
+
+
 def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSettings) -> dict:
     """Run the whole training command; returns the `--json-out` document."""
     import mlflow
@@ -195,30 +269,17 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
                             "data_churn_rate": data.description["churn_rate"]})
 
         encoder = FeatureEncoder(data.feature_columns).fit(pd.concat([data.train, data.valid]))
-        tuning = TuningData(encoder.transform(data.train), data.y_train, encoder.transform(data.valid),
-                            data.y_valid, encoder.features_, encoder.categorical_indices)
-        study = run_study(tuning, config.trials, config.timeout, config.seed, config.threads,
-                          config.storage, config.study_name, callbacks=[mlflow_trial_logger()],
-                          max_rounds=config.max_rounds)
+        use_cv = config.cv == "always" or (config.cv == "auto" and len(data.train) + len(data.valid) < CV_MAX_ROWS)
+        fitted = (_fit_cross_validated if use_cv else _fit_holdout)(data, encoder, config)
+        study, rounds, booster, calibration, linear = (fitted.study, fitted.rounds, fitted.booster, fitted.calibration,
+                                                       fitted.linear)
+        y_valid, p_valid, scorer, candidates = fitted.y_valid, fitted.p_valid, fitted.scorer, fitted.candidates
         best = study.best_trial
-        rounds = int(best.user_attrs.get("best_iteration", 100))
-
-        booster = train_booster(best.params, tuning, config.seed, config.threads, rounds=rounds, valid=False)
-        raw_valid = booster.predict(tuning.X_valid)
-        calibration, p_lightgbm = fit_calibration(raw_valid, tuning.X_valid, list(encoder.features_),
-                                                  tuning.y_valid, config.stack)
-        linear = fit_linear(tuning.X_train, tuning.y_train, encoder)
-        scorer, candidates, p_valid = choose_scorer(tuning.y_valid, p_lightgbm, predict_linear(tuning.X_valid, linear))
-        validation = classification_summary(tuning.y_valid, p_valid)
-        base = baseline_scores(data.valid)
-        baselines = {"recency_auc": _nan_safe_auc(tuning.y_valid, base["recency"]) if "recency" in base else None,
-                     "frequency_auc": _nan_safe_auc(tuning.y_valid, base["frequency"]) if "frequency" in base else None}
-        if config.refit:
-            refit = TuningData(np.vstack([tuning.X_train, tuning.X_valid]),
-                               np.concatenate([tuning.y_train, tuning.y_valid]), tuning.X_valid, tuning.y_valid,
-                               tuning.feature_names, tuning.categorical)
-            booster = train_booster(best.params, refit, config.seed, config.threads, rounds=rounds, valid=False)
-            linear = fit_linear(refit.X_train, refit.y_train, encoder)
+        mlflow.set_tag("winback.validation_scheme", fitted.scheme)
+        validation = classification_summary(y_valid, p_valid)
+        base = baseline_scores(fitted.valid_frame)
+        baselines = {"recency_auc": _nan_safe_auc(y_valid, base["recency"]) if "recency" in base else None,
+                     "frequency_auc": _nan_safe_auc(y_valid, base["frequency"]) if "frequency" in base else None}
 
         tiers, segment_config = _value_tier_setup(data)
         runtime = ChurnRuntime(
@@ -234,7 +295,7 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
         test = classification_summary(data.y_test, runtime.predict_proba(encoder.transform(data.test)))
         mlflow.log_metrics({f"validation_{k}": v for k, v in validation.items()})
         mlflow.log_metrics({f"test_{k}": v for k, v in test.items()})
-        mlflow.log_metric("validation_booster_auc", _nan_safe_auc(tuning.y_valid, raw_valid))  # before the stack
+        mlflow.log_metric("validation_booster_auc", _nan_safe_auc(y_valid, fitted.raw_valid))  # before the stack
         mlflow.log_metrics({f"candidate_auc.{name}": c["validation_auc"] for name, c in candidates.items()})
         mlflow.set_tag("winback.scorer", scorer["kind"])
         mlflow.log_metrics({f"baseline_{k}": v for k, v in baselines.items() if v is not None})
@@ -246,9 +307,9 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
             work = Path(tmp)
             reports = work / "reports"
             reports.mkdir()
-            churn_report.roc_plot(tuning.y_valid, p_valid, base, reports / "roc.png")
-            churn_report.calibration_plot(tuning.y_valid, p_valid, reports / "calibration.png")
-            churn_report.calibration_table(tuning.y_valid, p_valid).to_csv(reports / "calibration.csv")
+            churn_report.roc_plot(y_valid, p_valid, base, reports / "roc.png")
+            churn_report.calibration_plot(y_valid, p_valid, reports / "calibration.png")
+            churn_report.calibration_table(y_valid, p_valid).to_csv(reports / "calibration.csv")
             churn_report.importance_artifacts(booster, encoder.features_, reports)
             churn_report.optuna_artifacts(study, reports)
             churn_report.feature_list(data.train, encoder, reports / "features.json")
@@ -267,7 +328,7 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
         mlflow.log_metric("training_seconds", seconds)
         result = {"run_id": run_id, "model_uri": model_uri, "registered": registered,
                   "validation": validation, "test": test, "baselines": baselines, "scorer": scorer,
-                  "candidates": candidates, "best_params": best.params,
+                  "candidates": candidates, "validation_scheme": fitted.scheme, "best_params": best.params,
                   "best_iteration": rounds, "n_trials": n_trials, "n_pruned": n_pruned,
                   "data": data.description, "training_seconds": round(seconds, 1)}
         mlflow.log_dict(result, "result.json")

@@ -2,7 +2,9 @@
 
 Every trial trains on the same split (no per-trial re-splits, so trials are comparable), stops
 early on the validation AUC and is pruned by `LightGBMPruningCallback` when it falls behind the
-median trial. The sampler is seeded TPE; the study lives in memory or in any Optuna RDB storage, so
+median trial. Small training sets (under CV_MAX_ROWS rows) are tuned by stratified K-fold
+cross-validation instead, grouped by customer, the same folds for every trial: rounds come from the
+mean CV curve and pruning watches it. The sampler is seeded TPE; the study lives in memory or in any Optuna RDB storage, so
 several processes can tune one study.
 """
 
@@ -22,6 +24,8 @@ EARLY_STOPPING_ROUNDS = 100
 REPORT_INTERVAL = 10
 # Direction of the effect on churn that the model may not reverse (monotone constraints).
 MONOTONE = {"recency_days": 1, "frequency": -1, "purchase_count": -1}
+CV_MAX_ROWS = 20_000
+CV_FOLDS = 5
 
 
 @dataclass
@@ -34,6 +38,50 @@ class TuningData:
     y_valid: np.ndarray
     feature_names: Sequence[str]
     categorical: Sequence[int] = field(default_factory=list)
+
+
+@dataclass
+class CVData:
+    """Encoded rows and the cross-validation folds (train, valid) row indices; the same for every trial."""
+
+    X: np.ndarray
+    y: np.ndarray
+    folds: list[tuple[np.ndarray, np.ndarray]]
+    feature_names: Sequence[str]
+    categorical: Sequence[int] = field(default_factory=list)
+
+
+def cv_folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Stratified, seeded K folds that keep every row of one customer (`groups`) in one fold."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    counts = np.bincount(np.asarray(y, dtype=int), minlength=2)
+    if counts.min() < k:
+        raise DataError(f"cross-validation needs at least {k} churned and {k} retained rows, got {counts.tolist()}")
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [(np.asarray(tr), np.asarray(va)) for tr, va in splitter.split(np.zeros(len(y)), y, groups)]
+
+
+def run_cv(params: dict, data: CVData, seed: int, threads: int, rounds: int = MAX_ROUNDS,
+           callbacks: list | None = None) -> tuple[float, int, lgb.CVBooster]:
+    """(mean validation AUC at the best round, that round, the fold boosters) of one parameter set."""
+    full = lgb_params(params, data, seed, threads)
+    dataset = lgb.Dataset(data.X, data.y, feature_name=list(data.feature_names),
+                          categorical_feature=list(data.categorical) or "auto", free_raw_data=False)
+    result = lgb.cv(full, dataset, num_boost_round=rounds, folds=data.folds, stratified=False,
+                    callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False), *(callbacks or [])],
+                    return_cvbooster=True)
+    curve = np.asarray(result["valid auc-mean"])
+    best = int(np.argmax(curve)) + 1
+    return float(curve[best - 1]), best, result["cvbooster"]
+
+
+def out_of_fold(boosters: lgb.CVBooster, data: CVData, rounds: int) -> np.ndarray:
+    """Each row's prediction by the fold booster that did not train on it."""
+    oof = np.empty(len(data.y))
+    for booster, (_, valid) in zip(boosters.boosters, data.folds):
+        oof[valid] = booster.predict(data.X[valid], num_iteration=rounds)
+    return oof
 
 
 def monotone_constraints(feature_names: Sequence[str]) -> list[int]:
@@ -83,13 +131,18 @@ def train_booster(params: dict, data: TuningData, seed: int, threads: int, round
                      valid_names=["valid"], callbacks=cbs)
 
 
-def make_objective(data: TuningData, seed: int, threads: int,
+def make_objective(data: TuningData | CVData, seed: int, threads: int,
                    max_rounds: int = MAX_ROUNDS) -> Callable[[optuna.Trial], float]:
+    """Validation AUC of a trial: on the validation rows (TuningData) or the mean over CV folds (CVData)."""
     from optuna_integration import LightGBMPruningCallback
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest_params(trial)
         pruning = LightGBMPruningCallback(trial, "auc", valid_name="valid", report_interval=REPORT_INTERVAL)
+        if isinstance(data, CVData):
+            score, rounds, _ = run_cv(params, data, seed, threads, rounds=max_rounds, callbacks=[pruning])
+            trial.set_user_attr("best_iteration", rounds)
+            return score
         booster = train_booster(params, data, seed, threads, rounds=max_rounds, callbacks=[pruning])
         trial.set_user_attr("best_iteration", int(booster.best_iteration or booster.current_iteration()))
         return float(booster.best_score["valid"]["auc"])
@@ -118,7 +171,7 @@ def mlflow_trial_logger() -> Callable[[optuna.Study, optuna.trial.FrozenTrial], 
     return log_trial
 
 
-def run_study(data: TuningData, trials: int, timeout: float | None, seed: int, threads: int = 2,
+def run_study(data: TuningData | CVData, trials: int, timeout: float | None, seed: int, threads: int = 2,
               storage: str | None = None, study_name: str | None = None,
               callbacks: Sequence[Callable] = (), max_rounds: int = MAX_ROUNDS) -> optuna.Study:
     """Create or join the study and run `trials` more trials (or until `timeout` seconds)."""
