@@ -81,9 +81,19 @@ def test_run_tree_has_a_parent_with_metrics_artifacts_and_one_nested_run_per_tri
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'")
     assert len(children) == 3
     assert all("validation_auc" in c.data.metrics and "num_leaves" in c.data.params for c in children)
+    # what a data scientist sees in the MLflow UI: datasets, a description, an experiment opening on training runs
+    inputs = {(d.dataset.name, d.tags[0].value) for d in parent.inputs.dataset_inputs}
+    assert inputs == {("churn-transactions-training", "training"), ("churn-transactions-validation", "validation"),
+                      ("churn-transactions-test", "test")}
+    note = parent.data.tags["mlflow.note.content"]
+    assert f"Shipped scorer: {trained['summary']['scorer']['kind']}" in note and "Test slice" in note
+    assert "winback-churn version 1 @champion" in note
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     reports = {f.path for f in client.list_artifacts(run_id, "reports")}
     assert {"reports/roc.png", "reports/calibration.png", "reports/feature_importance.png",
-            "reports/feature_importance.csv", "reports/optuna_history.png", "reports/features.json"} <= reports
+            "reports/feature_importance.csv", "reports/optuna_history.png", "reports/features.json",
+            "reports/candidates.csv"} <= reports
 
 
 def test_logged_model_is_self_contained_and_pyfunc_equals_runtime(trained):

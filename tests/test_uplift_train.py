@@ -127,6 +127,11 @@ def test_parent_run_has_one_nested_run_per_trial_and_the_plots(trained):
     assert plots == {"plots/qini_curves.png", "plots/uplift_by_decile.png", "plots/policy_values.png"}
     assert run.data.params["data_hash"] and run.data.tags["command"] == "train uplift"
     assert run.data.metrics["net_policy_value.control"] == 0.0
+    contexts = sorted(d.tags[0].value for d in run.inputs.dataset_inputs)
+    assert contexts == ["training", "validation"]
+    note = run.data.tags["mlflow.note.content"]
+    assert f"Learner {result['learner']}" in note and "sim-uplift version 1 @champion" in note
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def _customers(directory):

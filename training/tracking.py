@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 TRACKED_PACKAGES = ("winback", "lightgbm", "optuna", "mlflow", "pandas", "numpy", "scikit-learn", "scikit-uplift")
 
 
@@ -40,9 +41,30 @@ class TrackingSettings:
 
         mlflow.set_tracking_uri(self.tracking_uri)
         if self.run_id:
-            mlflow.set_experiment(experiment_id=mlflow.get_run(self.run_id).info.experiment_id)
+            experiment = mlflow.set_experiment(experiment_id=mlflow.get_run(self.run_id).info.experiment_id)
         else:
-            mlflow.set_experiment(self.experiment)
+            experiment = mlflow.set_experiment(self.experiment)
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            # MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces, tokens)
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
+def log_dataset(frame: pd.DataFrame, name: str, context: str, target: str | None = None) -> None:
+    """Log a table as a dataset input of the active run (the run page's "Datasets"), with its digest and
+    schema; `context` is e.g. "training", "validation" or "test"."""
+    import mlflow
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MLflow's schema inference warns about integer columns with missing values
+        dataset = mlflow.data.from_pandas(frame.reset_index(), name=name, targets=target)
+        mlflow.log_input(dataset, context=context)
+
+
+def describe_run(text: str) -> None:
+    """The run's description (shown at the top of the run page in the MLflow UI)."""
+    import mlflow
+
+    mlflow.set_tag("mlflow.note.content", text)
 
 
 def log_params(params: dict) -> None:

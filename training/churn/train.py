@@ -26,12 +26,14 @@ from serving.runtime.encoding import FeatureEncoder
 from training.churn import report as churn_report
 from serving.runtime.linear import blend
 from training.churn.data import ChurnData
+from training.labels import LABEL
 from training.churn.linear import best_blend_weight, fit_linear, predict_linear
 from training.churn.tuning import (CV_FOLDS, CV_MAX_ROWS, MAX_ROUNDS, CVData, TuningData, cv_folds, mlflow_trial_logger,
                                    out_of_fold, run_cv, run_study, train_booster, trial_counts)
 from training.metrics import auc, classification_summary, paired_auc
 from training.promotion import Comparison, NotComparable, kind_differences, load_champion, register_and_promote
-from training.tracking import TrackingSettings, explicit_signature, log_params, reproducibility_tags
+from training.tracking import (TrackingSettings, describe_run, explicit_signature, log_dataset, log_params,
+                               reproducibility_tags)
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds features/, serving/, training/
 PYFUNC_FILE = PACKAGE_ROOT / "serving" / "pyfunc" / "churn.py"
@@ -200,6 +202,22 @@ class Fitted:
     scheme: str
 
 
+def _description(data: ChurnData, fitted: Fitted, validation: dict, test: dict, registered: dict | None) -> str:
+    d = data.description
+    source = (f"transactions up to {d['cutoff']}, {d['snapshots']} snapshot(s), label: no purchase in the "
+              f"{d['horizon_days']} days after each snapshot" if data.kind == "transactions" else
+              f"customer table, label column {d.get('target')!r}")
+    text = (f"Churn model from {source}: {d['rows']:,} rows, {d['customers']:,} customers, churn rate "
+            f"{d['churn_rate']:.1%}.\n\nValidation: {fitted.scheme}. Shipped scorer: {fitted.scorer['kind']} "
+            f"(validation AUC {validation['auc']:.4f}; candidates "
+            + ", ".join(f"{k} {v['validation_auc']:.4f}" for k, v in fitted.candidates.items())
+            + f"). Test slice ({test['n']:,} rows, unseen until the model was final): AUC {test['auc']:.4f}.")
+    if registered:
+        text += f"\n\nRegistry: {registered['name']} version {registered['version']} @{registered['alias']} — " \
+                f"{registered['reason']}."
+    return text
+
+
 def _fit_holdout(data: ChurnData, encoder: FeatureEncoder, config: ChurnTrainConfig) -> Fitted:
     """Tune on the validation rows (early stopping, pruning), calibrate and choose the scorer on them; with
     `config.refit` retrain booster and regression on train + validation rows with the rounds scaled up."""
@@ -268,6 +286,8 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
         mlflow.log_metrics({"data_rows": data.description["rows"], "data_customers": data.description["customers"],
                             "data_churn_rate": data.description["churn_rate"]})
 
+        for context, frame in (("training", data.train), ("validation", data.valid), ("test", data.test)):
+            log_dataset(frame, f"churn-{data.kind}-{context}", context, target=LABEL)
         encoder = FeatureEncoder(data.feature_columns).fit(pd.concat([data.train, data.valid]))
         use_cv = config.cv == "always" or (config.cv == "auto" and len(data.train) + len(data.valid) < CV_MAX_ROWS)
         fitted = (_fit_cross_validated if use_cv else _fit_holdout)(data, encoder, config)
@@ -326,6 +346,7 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
                                               _compare_with_champion(runtime, data.test, data.y_test))
         seconds = time.monotonic() - started
         mlflow.log_metric("training_seconds", seconds)
+        describe_run(_description(data, fitted, validation, test, registered))
         result = {"run_id": run_id, "model_uri": model_uri, "registered": registered,
                   "validation": validation, "test": test, "baselines": baselines, "scorer": scorer,
                   "candidates": candidates, "validation_scheme": fitted.scheme, "best_params": best.params,

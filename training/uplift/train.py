@@ -22,7 +22,8 @@ from serving.runtime.catalog import dump_catalog
 from serving.runtime.encoding import FeatureEncoder
 from serving.runtime.uplift import UpliftRuntime, load_uplift_runtime
 from training.promotion import Comparison, NotComparable, kind_differences, load_champion, register_and_promote
-from training.tracking import TrackingSettings, explicit_signature, frame_hash, log_params, reproducibility_tags
+from training.tracking import (TrackingSettings, describe_run, explicit_signature, frame_hash, log_dataset, log_params,
+                               reproducibility_tags)
 from training.uplift.data import CampaignData, UpliftConfig, load_campaign, stratified_split
 from training.uplift.evaluate import arm_metrics, policies_from_prediction, policy_table
 from training.uplift.learners import fit_runtime
@@ -112,6 +113,22 @@ def evaluate_runtime(runtime: UpliftRuntime, data: CampaignData, rows: np.ndarra
     return {"n": int(len(rows)), **metrics, **table}, prediction
 
 
+def _description(config: UpliftConfig, data: CampaignData, learner: str, validation: dict,
+                 registered: dict | None) -> str:
+    net = validation["net_policy_value"]
+    best_arm = max(config.catalog.arms, key=lambda a: net[f"all:{a}"])
+    text = (f"Uplift model from {config.campaign.name}: {len(data.frame):,} customers, arms "
+            f"{', '.join(config.catalog.arms)} against {config.control!r}, outcome {config.outcome!r}"
+            f"{f' (revenue {config.revenue_col!r})' if config.revenue_col else ''}; {len(data.features)} features."
+            f"\n\nLearner {learner}, tuned by Optuna. On the {validation['n']:,} validation customers the model's "
+            f"decisions are worth {net['model']:.4f} net per customer over sending nothing (best single arm for "
+            f"everyone: {best_arm} {net[f'all:{best_arm}']:.4f}).")
+    if registered:
+        text += f"\n\nRegistry: {registered['name']} version {registered['version']} @{registered['alias']} — " \
+                f"{registered['reason']}."
+    return text
+
+
 def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None) -> dict:
     """Run the whole command; returns the JSON document written to `config.json_out`."""
     import mlflow
@@ -136,6 +153,11 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
             "data_hash": frame_hash(data.frame), "rows": len(data.frame), "rows_train": len(train_rows),
             "rows_validation": len(test_rows), "arms": ",".join(config.catalog.arms),
         })
+        columns = [c for c in [config.treatment_col, config.outcome, config.revenue_col, *data.features]
+                   if c is not None and c in data.frame.columns]
+        for context, rows in (("training", train_rows), ("validation", test_rows)):
+            log_dataset(data.frame.iloc[rows][list(dict.fromkeys(columns))], f"campaign-{context}", context,
+                        target=config.outcome)
 
         def log_trial(number: int, learner: str, params: dict, qini: dict, state: str) -> None:
             with mlflow.start_run(run_name=f"trial-{number}", nested=True):
@@ -173,6 +195,7 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
         result = {"run_id": run.info.run_id, "model_uri": info.model_uri, "registered": registered,
                   "arms": config.catalog.arms, "learner": learner, "best_params": params,
                   "validation": validation}
+        describe_run(_description(config, data, learner, validation, registered))
         mlflow.log_dict(result, "uplift_result.json")
     if config.json_out is not None:
         write_text_atomic(config.json_out, json.dumps(result, indent=2))
