@@ -72,7 +72,7 @@ def cdnow(args) -> list[tuple]:
     features = build_features(history, cutoff)
     y = (~features.index.isin(later["customer_id"].astype(str).unique())).astype(int)
     rows = []
-    for variant, extra in (("", ()), (", --refit", ("--refit",))):
+    for variant, extra in (("", ()), (", --no-refit", ("--no-refit",))):
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             winback(tmp, "train", "churn", "--transactions", str(source), "--cutoff", "1997-12-31", "--horizon-days",

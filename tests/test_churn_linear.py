@@ -71,16 +71,27 @@ def test_linear_runtime_scores_gives_reasons_that_add_up_and_survives_save_and_l
     np.testing.assert_allclose(blended.predict_proba(X), blend(booster.predict(X), p, 0.3))
 
 
-def test_the_best_validation_candidate_ships_and_ties_keep_lightgbm():
+def test_the_blend_ships_unless_one_model_alone_beats_it_by_more_than_the_paired_se():
     rng = np.random.default_rng(1)
-    y = (rng.random(2000) < 0.4).astype(float)
-    strong, weak = y + rng.normal(0, 0.8, 2000), y + rng.normal(0, 3, 2000)
+    n = 3000
+    y = (rng.random(n) < 0.4).astype(float)
     squash = lambda s: 1 / (1 + np.exp(-s))  # noqa: E731
-    scorer, candidates, p = choose_scorer(y, squash(weak), squash(strong))
-    assert scorer["kind"] in ("linear", "blend") and candidates["linear"]["validation_auc"] > 0.7
-    assert auc(y, p) == max(c["validation_auc"] for c in candidates.values())
-    same = squash(strong)
-    assert choose_scorer(y, same, same)[0] == {"kind": "lightgbm"}
+    signal = y + rng.normal(0, 0.8, n)
+    # the two see the same signal with independent errors: their mix beats either alone
+    a, b = squash(signal + rng.normal(0, 0.6, n)), squash(signal + rng.normal(0, 0.6, n))
+    scorer, candidates, p = choose_scorer(y, a, b)
+    assert scorer["kind"] == "blend" and 0.3 <= scorer["weight"] <= 0.7
+    np.testing.assert_allclose(p, blend(a, b, scorer["weight"]))
+    assert candidates["blend"]["validation_auc"] > max(candidates["lightgbm"]["validation_auc"],
+                                                       candidates["linear"]["validation_auc"])
+    # the regression sees the signal, the trees only noise: the regression alone wins clearly
+    noise = squash(rng.normal(0, 1, n))
+    scorer, candidates, p = choose_scorer(y, noise, squash(signal))
+    assert scorer == {"kind": "linear"} and candidates["linear"]["difference_to_blend"] > \
+        candidates["linear"]["difference_se"] > 0
+    assert auc(y, p) == candidates["linear"]["validation_auc"]
+    # and the other way round
+    assert choose_scorer(y, squash(signal), noise)[0] == {"kind": "lightgbm"}
 
 
 def test_unknown_scorer_or_a_missing_linear_model_is_refused():

@@ -62,7 +62,7 @@ def test_json_summary_holds_every_contract_field(trained):
     assert s["validation_scheme"].startswith("5-fold cross-validation by customer")
     assert set(s["candidates"]) == {"lightgbm", "linear", "blend"} and s["scorer"]["kind"] in s["candidates"]
     chosen = s["candidates"][s["scorer"]["kind"]]["validation_auc"]
-    assert chosen == pytest.approx(s["validation"]["auc"]) == max(c["validation_auc"] for c in s["candidates"].values())
+    assert chosen == pytest.approx(s["validation"]["auc"])
     assert s["validation"]["auc"] > max(s["baselines"]["recency_auc"], s["baselines"]["frequency_auc"])
     assert "champion" in trained["output"]
 
@@ -135,10 +135,10 @@ def _champion(name):
 def test_the_holdout_scheme_validates_on_the_validation_rows_and_refit_retrains_on_more(trained):
     data = _data(trained["sim"])
     settings = TrackingSettings.from_env("winback-churn")
-    holdout = train_churn(data, ChurnTrainConfig(trials=1, max_rounds=60, cv="never"), settings)
+    holdout = train_churn(data, ChurnTrainConfig(trials=1, max_rounds=60, cv="never", refit=False), settings)
     assert holdout["validation_scheme"] == "holdout" and holdout["validation"]["n"] == len(data.valid)
     refit = train_churn(data, ChurnTrainConfig(trials=1, max_rounds=60, cv="never", refit=True), settings)
-    assert refit["validation_scheme"] == "holdout, refit on training + validation rows"
+    assert refit["validation_scheme"].startswith("holdout, refit on every labelled row but the test slice")
     assert refit["validation"] == holdout["validation"]  # chosen on the same rows; only the final fit differs
     assert refit["test"]["auc"] != holdout["test"]["auc"]
 

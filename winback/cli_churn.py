@@ -97,8 +97,9 @@ def train_churn_command(
     max_rounds: int = typer.Option(2000, "--max-rounds", help="Cap on boosting rounds (early stopping picks fewer)."),
     cv: str = typer.Option("auto", "--cv", help="auto: 5-fold cross-validation by customer when training + validation "
                            "rows are under 20,000, else the holdout; always; never."),
-    refit: bool = flag("--refit", "Holdout scheme: after tuning, retrain on training + validation rows (rounds scaled "
-                       "to the larger set)."),
+    refit: bool = flag("--refit/--no-refit", "Holdout scheme: after tuning, retrain on every labelled row but the "
+                       "test slice, the newest snapshot included (rounds scaled to the larger set). Default: on.",
+                       default=True),
     experiment: str = typer.Option("winback-churn", "--experiment", help="MLflow experiment name."),
     register_as: str | None = typer.Option(None, "--register-as", help="Registered model name, e.g. winback-churn."),
     storage: str | None = typer.Option(None, "--storage", help="Optuna RDB URL shared by several processes."),

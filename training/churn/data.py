@@ -37,6 +37,7 @@ class ChurnData:
     kind: str  # "transactions" or "table"
     description: dict = field(default_factory=dict)
     latest_features: pd.DataFrame | None = None  # features as of cutoff, for value-tier thresholds
+    refit: pd.DataFrame | None = None  # every labelled row but the test customers' (a refit's training set)
 
     @property
     def y_train(self) -> np.ndarray:
@@ -172,8 +173,10 @@ def prepare_transactions(transactions: pd.DataFrame, cutoff: pd.Timestamp, horiz
         "data_hash": frame_hash(history, profiles),
     }
     latest = build_features(history, cutoff, profiles=profiles)
+    refit = stacked[~stacked.index.isin(test.index)]  # with K ≥ 2 this includes T_0 for training customers too
+    description["refit_rows"] = int(len(refit))
     return ChurnData(train=train, valid=valid, test=test, feature_columns=features, kind="transactions",
-                     description=description, latest_features=latest)
+                     description=description, latest_features=latest, refit=refit)
 
 
 def prepare_table(table: pd.DataFrame, target: str, id_col: str | None = None, seed: int = 0) -> ChurnData:
@@ -195,4 +198,5 @@ def prepare_table(table: pd.DataFrame, target: str, id_col: str | None = None, s
         "test_rows": int(len(test)),
         "data_hash": frame_hash(table),
     }
-    return ChurnData(train=train, valid=valid, test=test, feature_columns=features, kind="table", description=description)
+    return ChurnData(train=train, valid=valid, test=test, feature_columns=features, kind="table", description=description,
+                     refit=pd.concat([train, valid]))

@@ -7,8 +7,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from serving.runtime.encoding import FeatureEncoder
-from serving.runtime.linear import blend, decision_function, design
-from training.metrics import auc
+from serving.runtime.linear import decision_function, design
 
 BLEND_WEIGHTS = tuple(np.round(np.arange(0.1, 1.0, 0.1), 2))  # LightGBM's share in the blend
 
@@ -40,9 +39,3 @@ def fit_linear(X: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, C: float =
 
 def predict_linear(X: np.ndarray, model: dict) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-decision_function(X, model)))
-
-
-def best_blend_weight(y: np.ndarray, p_lightgbm: np.ndarray, p_linear: np.ndarray) -> tuple[float, float]:
-    """(weight, AUC) of the best blend on these rows, over BLEND_WEIGHTS."""
-    scored = [(float(w), auc(y, blend(p_lightgbm, p_linear, w))) for w in BLEND_WEIGHTS]
-    return max(scored, key=lambda item: item[1])

@@ -27,7 +27,7 @@ from training.churn import report as churn_report
 from serving.runtime.linear import blend
 from training.churn.data import ChurnData
 from training.labels import LABEL
-from training.churn.linear import best_blend_weight, fit_linear, predict_linear
+from training.churn.linear import BLEND_WEIGHTS, fit_linear, predict_linear
 from training.churn.tuning import (CV_FOLDS, CV_MAX_ROWS, MAX_ROUNDS, CVData, TuningData, cv_folds, mlflow_trial_logger,
                                    out_of_fold, run_cv, run_study, train_booster, trial_counts)
 from training.metrics import auc, classification_summary, paired_auc
@@ -60,7 +60,7 @@ class ChurnTrainConfig:
     register_as: str | None = None
     threads: int = 2
     max_rounds: int = MAX_ROUNDS
-    refit: bool = False  # holdout scheme: refit on train + validation rows with the rounds scaled up
+    refit: bool = True  # holdout scheme: refit on every labelled row but the test slice, rounds scaled up
     cv: str = "auto"  # "auto": K-fold CV when train + validation hold under CV_MAX_ROWS rows; "always"; "never"
     stack: bool = True  # logistic stacking calibration on logit(booster) + log1p(STACK_COLUMNS)
 
@@ -95,16 +95,34 @@ def fit_calibration(raw: np.ndarray, X: np.ndarray, feature_names: list[str], y:
     return calibration, apply_calibration(raw, calibration)
 
 def choose_scorer(y_valid: np.ndarray, p_lightgbm: np.ndarray, p_linear: np.ndarray) -> tuple[dict, dict, np.ndarray]:
-    """The candidate with the best validation AUC among the calibrated LightGBM, the logistic regression and
-    their blend (weight chosen on the same rows); ties go to the first of that order. Returns the runtime's
-    `scorer`, every candidate's figures, and the winner's validation probabilities."""
-    weight, _ = best_blend_weight(y_valid, p_lightgbm, p_linear)
-    probabilities = {"lightgbm": p_lightgbm, "blend": blend(p_lightgbm, p_linear, weight), "linear": p_linear}
+    """Which candidate ships: the blend of the calibrated LightGBM and the logistic regression, unless one of
+    them alone beats it on validation AUC by more than the standard error of the paired difference (DeLong,
+    same rows) — the promotion rule. The blend's weight is the one nearest an even mix whose AUC is within
+    that standard error of the best weight's: where validation cannot tell the mixes apart, the even hedge
+    is kept (a tree model's edge inside the training range tends to vanish where scoring leaves it, e.g.
+    longer recency and tenure at a later date than any snapshot saw, while the regression keeps ordering).
+    Returns the runtime's `scorer`, every candidate's figures, and the winner's validation probabilities."""
+    mixes = {float(w): blend(p_lightgbm, p_linear, w) for w in BLEND_WEIGHTS}
+    best_weight = max(mixes, key=lambda w: auc(y_valid, mixes[w]))
+    weight = min((w for w in mixes if w == best_weight or _within_noise(y_valid, mixes[w], mixes[best_weight])),
+                 key=lambda w: (abs(w - 0.5), -w))
+    probabilities = {"blend": mixes[weight], "lightgbm": p_lightgbm, "linear": p_linear}
     candidates = {name: {"validation_auc": auc(y_valid, p), "weight": weight if name == "blend" else None}
                   for name, p in probabilities.items()}
-    winner = max(candidates, key=lambda name: candidates[name]["validation_auc"])
+    winner = "blend"
+    for challenger in ("lightgbm", "linear"):
+        paired = paired_auc(y_valid, probabilities[challenger], probabilities["blend"])
+        candidates[challenger].update(difference_to_blend=paired["difference"], difference_se=paired["se_difference"])
+        if paired["difference"] > paired["se_difference"] and (
+                winner == "blend" or candidates[challenger]["validation_auc"] > candidates[winner]["validation_auc"]):
+            winner = challenger
     scorer = {"kind": winner, **({"weight": weight} if winner == "blend" else {})}
     return scorer, candidates, probabilities[winner]
+
+
+def _within_noise(y: np.ndarray, a: np.ndarray, best: np.ndarray) -> bool:
+    paired = paired_auc(y, a, best)
+    return -paired["difference"] <= paired["se_difference"]
 
 
 def baseline_scores(valid: pd.DataFrame) -> dict[str, np.ndarray]:
@@ -235,12 +253,15 @@ def _fit_holdout(data: ChurnData, encoder: FeatureEncoder, config: ChurnTrainCon
     scorer, candidates, p_valid = choose_scorer(tuning.y_valid, p_lightgbm, predict_linear(tuning.X_valid, linear))
     scheme = "holdout"
     if config.refit:
-        both = TuningData(np.vstack([tuning.X_train, tuning.X_valid]), np.concatenate([tuning.y_train, tuning.y_valid]),
-                          tuning.X_valid, tuning.y_valid, tuning.feature_names, tuning.categorical)
-        scaled = int(round(rounds * len(both.y_train) / len(tuning.y_train)))
+        refit = data.refit if data.refit is not None else pd.concat([data.train, data.valid])
+        X_all = encoder.transform(refit)
+        y_all = refit[LABEL].to_numpy(dtype=float)
+        both = TuningData(X_all, y_all, tuning.X_valid, tuning.y_valid, tuning.feature_names, tuning.categorical)
+        scaled = int(round(rounds * len(y_all) / len(tuning.y_train)))
         booster = train_booster(best.params, both, config.seed, config.threads, rounds=scaled, valid=False)
-        linear = fit_linear(both.X_train, both.y_train, encoder)
-        scheme = "holdout, refit on training + validation rows"
+        linear = fit_linear(X_all, y_all, encoder)
+        scheme = (f"holdout, refit on every labelled row but the test slice ({len(y_all):,} rows, newest snapshot "
+                  f"included) with {scaled} rounds")
     return Fitted(study, rounds, booster, calibration, linear, scorer, candidates, tuning.y_valid, p_valid,
                   raw_valid, data.valid, scheme)
 

@@ -1,0 +1,50 @@
+"""Model quality against the simulator's truth (small, seeded). Fails if the learner is replaced by a constant.
+
+The simulator's true churn probability knows each customer's latent drop-out state, which no purchase
+history shows: on realised labels it reaches AUC .970 (4,000 customers, seed 21), while LightGBM fitted
+by 5-fold CV on features of the *same* period and the realised labels themselves reaches .907 and recency
+alone .902 (measured 2026-11-30). So the bar is "at least the observable reference", not "within .03 of
+the truth": the shipped model, trained on past snapshots only, must beat recency and stay within .07 of
+the truth, and its probabilities must follow the true ones."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.simulate import CHURN_DAYS, HISTORY_END, simulate
+from training.metrics import auc
+from winback.cli import app
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("model_truth")]
+
+
+def test_churn_model_is_within_003_auc_of_the_true_probability_on_realised_labels(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    sim = simulate(customers=4000, seed=21, future_days=CHURN_DAYS)
+    sim.transactions.to_parquet("tx.parquet")
+    sim.customers.to_parquet("profiles.parquet")
+    cutoff = str(HISTORY_END.date())
+    runner = CliRunner()
+    trained = runner.invoke(app, ["train", "churn", "--transactions", "tx.parquet", "--profiles", "profiles.parquet",
+                                  "--cutoff", cutoff, "--horizon-days", str(CHURN_DAYS), "--snapshots", "2",
+                                  "--trials", "4", "--seed", "3", "--json-out", "churn.json"])
+    assert trained.exit_code == 0, trained.output
+    model = json.loads((tmp_path / "churn.json").read_text())["model_uri"]
+    scored = runner.invoke(app, ["score", "--model", model, "--transactions", "tx.parquet", "--profiles",
+                                 "profiles.parquet", "--as-of", cutoff, "--output", "scores.parquet"])
+    assert scored.exit_code == 0, scored.output
+    scores = pd.read_parquet(tmp_path / "scores.parquet").set_index("customer_id")
+    truth = sim.truth.set_index("customer_id").loc[scores.index]
+    churned = (~scores.index.isin(sim.future_transactions["customer_id"].unique())).astype(float)
+    model_auc = auc(churned, scores["churn_probability"].to_numpy())
+    ceiling = auc(churned, truth["churn_probability"].to_numpy())
+    from features.build import build_features
+
+    features = build_features(sim.transactions, HISTORY_END, profiles=sim.customers).loc[scores.index]
+    recency_auc = auc(churned, features["recency_days"].to_numpy())
+    assert recency_auc < model_auc <= ceiling and model_auc >= ceiling - 0.07, (model_auc, recency_auc, ceiling)
+    assert np.corrcoef(scores["churn_probability"], truth["churn_probability"])[0, 1] > 0.8
