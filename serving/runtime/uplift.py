@@ -90,7 +90,8 @@ class UpliftRuntime:
 
     @property
     def learner(self) -> str:
-        return self.recipes["outcome"]["kind"]
+        recipe = self.recipes["outcome"]
+        return recipe.get("learner", recipe["kind"])
 
     # -- scoring ---------------------------------------------------------------------------------
     def _target(self, recipe: Mapping, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -136,6 +137,19 @@ class UpliftRuntime:
                 base += both[n:]
             # each per-arm solo model estimates the control outcome; p_control is their mean, while
             # each arm's uplift uses its own model's estimate (exactly SoloModel.predict)
+            return base / max(k, 1), out, uplift
+        if kind == "effect":
+            # X-learner / DR-learner: a control-outcome model and, per arm, a weighted sum of effect models
+            # (regressors of the arm's effect on the outcome): uplift = Σ w·τ(x), value under the arm = control + uplift
+            base = np.zeros(n)
+            uplift = np.empty((n, k), dtype=np.float64)
+            for j, (control, effects) in enumerate(zip(recipe["controls"], recipe["effects"])):
+                p_c = callers[control].predict(X)
+                base += p_c
+                uplift[:, j] = sum(weight * callers[name].predict(X) for name, weight in effects)
+                out[:, j] = p_c + uplift[:, j]
+                if recipe.get("probability", True):
+                    out[:, j] = np.clip(out[:, j], 0.0, 1.0)
             return base / max(k, 1), out, uplift
         raise ValueError(f"unknown learner kind {kind!r}")
 

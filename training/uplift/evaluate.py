@@ -11,7 +11,7 @@ from sklift import metrics as sklift_metrics
 from serving.runtime.catalog import Catalog
 from serving.runtime.decision import CONTROL
 from serving.runtime.uplift import UpliftPrediction
-from training.policy import deterministic_policy, dr_value, ipw_value
+from training.policy import deterministic_policy, difference, dr_estimate, dr_value, ipw_value
 
 
 def quiet(metric, *args, **kwargs):
@@ -73,6 +73,27 @@ def _matrix(policy: np.ndarray, m: int) -> np.ndarray:
     return policy if policy.ndim == 2 else deterministic_policy(policy, m)
 
 
+def predicted_net_rewards(pred: UpliftPrediction, revenue: bool, catalog: Catalog) -> np.ndarray:
+    """The model's expected net reward of each action (n, k + 1): control first, then each arm."""
+    value_ctrl = catalog.outcome_value * pred.p_control if not revenue else pred.revenue_control
+    value_arm = catalog.outcome_value * pred.p_arm if not revenue else pred.revenue_arm
+    return np.column_stack([value_ctrl, value_arm - catalog.costs - catalog.redemption_costs * pred.p_arm])
+
+
+def decision_value(pred: UpliftPrediction, y: np.ndarray, revenue: np.ndarray | None, arm: np.ndarray,
+                   propensity: np.ndarray, catalog: Catalog) -> tuple[float, float]:
+    """Doubly-robust net value per customer of the prediction's decisions over sending nothing, and its
+    paired standard error (same rows): what tuning maximises."""
+    k = len(catalog.arms)
+    action = np.where(arm == CONTROL, 0, arm + 1)
+    net = net_rewards(y, revenue, arm, catalog)
+    predicted = predicted_net_rewards(pred, revenue is not None, catalog)
+    model = dr_estimate(net, action, propensity, deterministic_policy(pred.decision + 1, k + 1), predicted)
+    control = dr_estimate(net, action, propensity, deterministic_policy(np.zeros(len(y), dtype=np.int64), k + 1),
+                          predicted)
+    return difference(model, control)
+
+
 def policy_table(pred: UpliftPrediction, y: np.ndarray, revenue: np.ndarray | None, arm: np.ndarray,
                  propensity: np.ndarray, catalog: Catalog,
                  policies: Mapping[str, np.ndarray]) -> dict[str, dict[str, float]]:
@@ -84,9 +105,7 @@ def policy_table(pred: UpliftPrediction, y: np.ndarray, revenue: np.ndarray | No
     k = len(catalog.arms)
     action = np.where(arm == CONTROL, 0, arm + 1)
     net = net_rewards(y, revenue, arm, catalog)
-    value_ctrl = (catalog.outcome_value * pred.p_control if revenue is None else pred.revenue_control)
-    value_arm = (catalog.outcome_value * pred.p_arm if revenue is None else pred.revenue_arm)
-    predicted_net = np.column_stack([value_ctrl, value_arm - catalog.costs - catalog.redemption_costs * pred.p_arm])
+    predicted_net = predicted_net_rewards(pred, revenue is not None, catalog)
     predicted_outcome = np.column_stack([pred.p_control, pred.p_arm])
     control = deterministic_policy(np.zeros(len(y), dtype=np.int64), k + 1)
     net_control = ipw_value(net, action, propensity, control)

@@ -21,7 +21,8 @@ from serving.runtime.catalog import Catalog
 from serving.runtime.encoding import FeatureEncoder
 from serving.runtime.uplift import UpliftRuntime
 
-LEARNERS = ("two_models", "solo_model", "class_transformation")
+LEARNERS = ("two_models", "solo_model", "class_transformation", "x_learner", "dr_learner")
+EFFECT_LEARNERS = ("x_learner", "dr_learner")  # runtime recipe kind "effect"
 
 
 def lgbm_params(params: Mapping, seed: int) -> dict:
@@ -74,7 +75,53 @@ def fit_arm(kind: str, X: np.ndarray, treatment: np.ndarray, y: np.ndarray, para
         control = _estimator(params, seed, False).fit(X[treatment == 0], y[treatment == 0], **fit_params)
         return ArmFit(kind, {"model": model.estimator.booster_, "control": control.booster_},
                       float(np.mean(treatment == 1)))
+    if kind in EFFECT_LEARNERS:
+        return _fit_effect(kind, X, treatment, y, params, seed, fit_params, regression)
     raise ValueError(f"unknown learner {kind!r}; expected one of {', '.join(LEARNERS)}")
+
+
+def _outcome_model(params: Mapping, seed: int, regression: bool, X, y, fit_params) -> lgb.Booster:
+    return _estimator(params, seed, regression).fit(X, y, **fit_params).booster_
+
+
+def _predict_outcome(booster: lgb.Booster, X: np.ndarray) -> np.ndarray:
+    return booster.predict(X, num_threads=1)
+
+
+def _fit_effect(kind: str, X: np.ndarray, treatment: np.ndarray, y: np.ndarray, params: Mapping, seed: int,
+                fit_params: dict, regression: bool) -> ArmFit:
+    """X-learner (Künzel et al. 2019) or DR-learner (Kennedy 2020) for one arm against control.
+
+    Both fit outcome models μ0 (control rows) and μ1 (treated rows) and then regress an effect on X:
+    - X: imputed effects D1 = y − μ0(x) on treated rows and D0 = μ1(x) − y on control rows, one regressor each,
+      combined as τ = e·τ0 + (1 − e)·τ1 with e the treated share (randomised: constant);
+    - DR: the doubly robust pseudo-outcome μ1 − μ0 + T(y − μ1)/e − (1 − T)(y − μ0)/(1 − e) on every row,
+      μ0 and μ1 cross-fitted on two folds so no row's pseudo-outcome uses a model fitted on that row.
+    The runtime serves μ0 (fitted on all control rows) as the control outcome, the effect model(s) as uplift.
+    """
+    treated, control = treatment == 1, treatment == 0
+    e = float(np.mean(treated))
+    mu0 = _outcome_model(params, seed, regression, X[control], y[control], fit_params)
+    if kind == "x_learner":
+        mu1 = _outcome_model(params, seed, regression, X[treated], y[treated], fit_params)
+        d1 = y[treated] - _predict_outcome(mu0, X[treated])
+        d0 = _predict_outcome(mu1, X[control]) - y[control]
+        tau1 = _estimator(params, seed, True).fit(X[treated], d1, **fit_params).booster_
+        tau0 = _estimator(params, seed, True).fit(X[control], d0, **fit_params).booster_
+        return ArmFit(kind, {"control": mu0, "effect_control": tau0, "effect_treated": tau1}, e)
+    rng = np.random.default_rng(seed)
+    fold = rng.integers(0, 2, len(y))
+    m0, m1 = np.empty(len(y)), np.empty(len(y))
+    for f in (0, 1):
+        fit, out = fold != f, fold == f
+        m0[out] = _predict_outcome(_outcome_model(params, seed, regression, X[fit & control], y[fit & control],
+                                                  fit_params), X[out])
+        m1[out] = _predict_outcome(_outcome_model(params, seed, regression, X[fit & treated], y[fit & treated],
+                                                  fit_params), X[out])
+    t = treated.astype(float)
+    pseudo = m1 - m0 + t * (y - m1) / e - (1 - t) * (y - m0) / (1 - e)
+    tau = _estimator(params, seed, True).fit(X, pseudo, **fit_params).booster_
+    return ArmFit(kind, {"control": mu0, "effect": tau}, e)
 
 
 def assemble_runtime(encoder: FeatureEncoder, catalog: Catalog, fits: Mapping[str, list[ArmFit]],
@@ -102,10 +149,21 @@ def assemble_runtime(encoder: FeatureEncoder, catalog: Catalog, fits: Mapping[st
                       "controls": [add(target, "control", f.boosters["control"]) for f in arm_fits]}
         elif kind == "solo_model":
             recipe = {"kind": kind, "models": [add(target, "solo", f.boosters["model"]) for f in arm_fits]}
-        else:
+        elif kind == "class_transformation":
             recipe = {"kind": kind, "models": [add(target, "ct", f.boosters["model"]) for f in arm_fits],
                       "controls": [add(target, "control", f.boosters["control"]) for f in arm_fits],
                       "treated_shares": [f.treated_share for f in arm_fits]}
+        else:  # x_learner, dr_learner
+            effects = []
+            for f in arm_fits:
+                if kind == "x_learner":
+                    effects.append([[add(target, "effect", f.boosters["effect_control"]), f.treated_share],
+                                    [add(target, "effect", f.boosters["effect_treated"]), 1.0 - f.treated_share]])
+                else:
+                    effects.append([[add(target, "effect", f.boosters["effect"]), 1.0]])
+            recipe = {"kind": "effect", "learner": kind, "probability": target == "outcome",
+                      "controls": [add(target, "control", f.boosters["control"]) for f in arm_fits],
+                      "effects": effects}
         recipes[target] = recipe
     return UpliftRuntime(encoder, catalog, recipes, boosters, metadata)
 

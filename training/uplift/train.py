@@ -113,6 +113,16 @@ def evaluate_runtime(runtime: UpliftRuntime, data: CampaignData, rows: np.ndarra
     return {"n": int(len(rows)), **metrics, **table}, prediction
 
 
+def _candidates(study) -> pd.DataFrame:
+    """Every trial's learner, parameters and validation figures, best first (the run's candidates table)."""
+    rows = [{"trial": t.number, "learner": t.params["learner"], "net_policy_value_dr": t.value,
+             "net_policy_value_dr_se": t.user_attrs.get("net_value_se"),
+             "mean_qini_auc": float(np.mean(list(t.user_attrs.get("qini", {}).values()) or [np.nan])),
+             "params": json.dumps({k: v for k, v in t.params.items() if k != "learner"})}
+            for t in study.trials if t.value is not None]
+    return pd.DataFrame(rows).sort_values("net_policy_value_dr", ascending=False, kind="stable")
+
+
 def _description(config: UpliftConfig, data: CampaignData, learner: str, validation: dict,
                  registered: dict | None) -> str:
     net = validation["net_policy_value"]
@@ -139,8 +149,10 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
     encoder = FeatureEncoder(data.features).fit(data.frame.iloc[train_rows])
     X = encoder.transform(data.frame)
     learners = allowed_learners(data.arm[train_rows], len(config.catalog.arms), data.revenue is not None)
-    tuning = TuningData(X[fit_rows], data.arm[fit_rows], data.y[fit_rows],
-                        X[valid_rows], data.arm[valid_rows], data.y[valid_rows])
+    revenue = data.revenue
+    tuning = TuningData(X[fit_rows], data.arm[fit_rows], data.y[fit_rows], X[valid_rows], data.arm[valid_rows],
+                        data.y[valid_rows], data.propensity[valid_rows],
+                        None if revenue is None else revenue[fit_rows], None if revenue is None else revenue[valid_rows])
 
     tracking.activate()
     with mlflow.start_run(run_name="uplift") as run, tempfile.TemporaryDirectory() as tmp:
@@ -159,23 +171,28 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
             log_dataset(data.frame.iloc[rows][list(dict.fromkeys(columns))], f"campaign-{context}", context,
                         target=config.outcome)
 
-        def log_trial(number: int, learner: str, params: dict, qini: dict, state: str) -> None:
+        def log_trial(number: int, learner: str, params: dict, trial) -> None:
             with mlflow.start_run(run_name=f"trial-{number}", nested=True):
-                mlflow.set_tag("trial_state", state)
+                mlflow.set_tag("trial_state", "complete")
                 mlflow.log_params({"learner": learner, **params})
-                for arm, value in qini.items():
+                mlflow.log_metrics({"net_policy_value_dr": trial.net_value, "net_policy_value_dr_se": trial.net_value_se,
+                                    "mean_qini_auc": float(np.mean(list(trial.qini.values())))})
+                for arm, value in trial.qini.items():
                     mlflow.log_metric(metric_key("qini_auc", arm), value)
-                if state == "complete":
-                    mlflow.log_metric("mean_qini_auc", float(np.mean(list(qini.values()))))
             if on_trial is not None:
-                on_trial(number, state)
+                on_trial(number, "complete")
 
         study = tune(tuning, encoder, config.catalog, learners, config.seed, config.trials, config.timeout, log_trial)
         best = study.best_trial
         learner = best.params["learner"]
         params = {k: v for k, v in best.params.items() if k != "learner"}
         mlflow.log_params({"best_learner": learner, **{f"best_{k}": v for k, v in params.items()}})
-        mlflow.log_metric("tuning_mean_qini_auc", best.value)
+        mlflow.log_metrics({"tuning_net_policy_value_dr": best.value,
+                            "tuning_net_policy_value_dr_se": best.user_attrs["net_value_se"],
+                            "tuning_mean_qini_auc": float(np.mean(list(best.user_attrs["qini"].values())))})
+        mlflow.set_tag("winback.learner", learner)
+        candidates = _candidates(study)
+        mlflow.log_text(candidates.to_csv(index=False), "candidates.csv")
 
         metadata = {"run_id": run.info.run_id, "arms": config.catalog.arms, "learner": learner,
                     "params": params, "outcome": config.outcome, "revenue_col": config.revenue_col,

@@ -1,8 +1,9 @@
 """Optuna search over the uplift learner and its LightGBM parameters, one nested MLflow run per trial.
 
-The objective is the mean Qini AUC over arms on a fixed, seeded inner validation split (the same
-split for every trial, so trials are comparable). Arms are fitted one after another and the running
-mean is reported after each, so the median pruner can stop a poor trial after its first arms.
+The objective is what the product is judged by: the doubly-robust net value per customer of the model's
+decisions over sending nothing, on a fixed, seeded inner validation split (the same rows for every trial,
+so trials are comparable), with its paired standard error. Qini AUC per arm is logged beside it as a
+diagnostic of ranking.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import optuna
 
 from serving.runtime.catalog import Catalog
 from serving.runtime.encoding import FeatureEncoder
-from training.uplift.evaluate import arm_rows, qini_auc
-from training.uplift.learners import LEARNERS, assemble_runtime, class_transformation_applies, fit_arm
+from training.uplift.evaluate import arm_rows, decision_value, qini_auc
+from training.uplift.learners import LEARNERS, class_transformation_applies, fit_runtime
 
 
 DEGENERATE_SCORE = -1.0
@@ -30,11 +31,23 @@ class TuningData:
     X_valid: np.ndarray
     arm_valid: np.ndarray
     y_valid: np.ndarray
+    propensity_valid: np.ndarray
+    revenue_fit: np.ndarray | None = None
+    revenue_valid: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One trial's validation figures: the objective (DR net value ± SE) and Qini AUC per arm."""
+
+    net_value: float
+    net_value_se: float
+    qini: dict[str, float]
 
 
 def allowed_learners(arm: np.ndarray, n_arms: int, revenue: bool) -> list[str]:
     """Learners that apply: class transformation only for a binary outcome and a ~50/50 arm/control split."""
-    learners = ["two_models", "solo_model"]
+    learners = ["two_models", "solo_model", "x_learner", "dr_learner"]
     if not revenue:
         shares = [np.mean(arm[(arm == j) | (arm == -1)] == j) for j in range(n_arms)]
         if all(class_transformation_applies(s) for s in shares):
@@ -56,48 +69,40 @@ def suggest(trial: optuna.Trial, learners: list[str]) -> tuple[str, dict]:
     return learner, params
 
 
-def evaluate(learner: str, params: dict, data: TuningData, encoder: FeatureEncoder, catalog: Catalog, seed: int,
-             report: Callable[[dict[str, float], int], None] | None = None) -> dict[str, float]:
-    """Fit each arm on the fit split and return its validation Qini AUC; `report(qini_so_far, step)`
-    after each arm may raise optuna.TrialPruned."""
+def evaluate(learner: str, params: dict, data: TuningData, encoder: FeatureEncoder, catalog: Catalog,
+             seed: int) -> TrialResult:
+    """Fit every arm on the fit rows as the final model would be fitted, and measure it on the validation rows."""
+    runtime = fit_runtime(data.X_fit, data.arm_fit, data.y_fit, encoder, catalog, learner, params, seed,
+                          data.revenue_fit)
+    prediction = runtime.predict(data.X_valid)
+    value, se = decision_value(prediction, data.y_valid, data.revenue_valid, data.arm_valid, data.propensity_valid,
+                               catalog)
     qini: dict[str, float] = {}
-    for j, incentive in enumerate(catalog.incentives):
-        rows, treatment = arm_rows(data.arm_fit, j)
-        fit = fit_arm(learner, data.X_fit[rows], treatment, data.y_fit[rows], params, seed,
-                      encoder.categorical_indices)
-        one_arm = Catalog(catalog.control, (incentive,), catalog.outcome_value)
-        uplift = assemble_runtime(encoder, one_arm, {"outcome": [fit]}).predict_uplift(data.X_valid)[:, 0]
-        vrows, vtreatment = arm_rows(data.arm_valid, j)
-        # a learner that gives every customer the same uplift (an S-learner that never splits on the arm)
-        # cannot target anyone: it scores as the worst ranking rather than as random
-        qini[incentive.name] = qini_auc(data.y_valid[vrows], uplift[vrows], vtreatment) \
-            if np.ptp(uplift[vrows]) > 1e-9 else DEGENERATE_SCORE
-        if report is not None:
-            report(dict(qini), j)
-    return qini
+    for j, name in enumerate(catalog.arms):
+        rows, treatment = arm_rows(data.arm_valid, j)
+        uplift = prediction.uplift[rows, j]
+        # a learner that gives every customer the same uplift cannot rank anyone: worst, not random
+        qini[name] = qini_auc(data.y_valid[rows], uplift, treatment) if np.ptp(uplift) > 1e-9 else DEGENERATE_SCORE
+    return TrialResult(value, se, qini)
 
 
 def tune(data: TuningData, encoder: FeatureEncoder, catalog: Catalog, learners: list[str], seed: int,
-         trials: int, timeout: float | None, log_trial: Callable[[int, str, dict, dict, str], None]) -> optuna.Study:
-    """Run the study; `log_trial(number, learner, params, qini_by_arm, state)` records each trial."""
+         trials: int, timeout: float | None,
+         log_trial: Callable[[int, str, dict, TrialResult], None]) -> optuna.Study:
+    """Run the study; `log_trial(number, learner, params, result)` records each trial. Each trial's figures
+    are also kept as user attributes (`net_value_se`, `qini`)."""
 
     def objective(trial: optuna.Trial) -> float:
         learner, params = suggest(trial, learners)
-
-        def report(qini_so_far: dict[str, float], step: int) -> None:
-            trial.report(float(np.mean(list(qini_so_far.values()))), step)
-            if trial.should_prune():
-                log_trial(trial.number, learner, params, qini_so_far, "pruned")
-                raise optuna.TrialPruned()
-
-        qini = evaluate(learner, params, data, encoder, catalog, seed, report)
-        log_trial(trial.number, learner, params, qini, "complete")
-        return float(np.mean(list(qini.values())))
+        result = evaluate(learner, params, data, encoder, catalog, seed)
+        trial.set_user_attr("net_value_se", result.net_value_se)
+        trial.set_user_attr("qini", result.qini)
+        log_trial(trial.number, learner, params, result)
+        return result.net_value
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0)
-    study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
     # the defaults of plain scikit-uplift + LightGBM are the first candidates, so tuning can only help
     for learner in learners:
         study.enqueue_trial({"learner": learner, "n_estimators": 100, "learning_rate": 0.1, "num_leaves": 31,
