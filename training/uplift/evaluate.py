@@ -11,7 +11,7 @@ from sklift import metrics as sklift_metrics
 from serving.runtime.catalog import Catalog
 from serving.runtime.decision import CONTROL
 from serving.runtime.uplift import UpliftPrediction
-from training.policy import deterministic_policy, difference, dr_estimate, dr_value, ipw_value
+from training.policy import deterministic_policy, dr_estimate, dr_value, ipw_value
 
 
 def quiet(metric, *args, **kwargs):
@@ -80,10 +80,10 @@ def predicted_net_rewards(pred: UpliftPrediction, revenue: bool, catalog: Catalo
     return np.column_stack([value_ctrl, value_arm - catalog.costs - catalog.redemption_costs * pred.p_arm])
 
 
-def decision_value(pred: UpliftPrediction, y: np.ndarray, revenue: np.ndarray | None, arm: np.ndarray,
-                   propensity: np.ndarray, catalog: Catalog) -> tuple[float, float]:
-    """Doubly-robust net value per customer of the prediction's decisions over sending nothing, and its
-    paired standard error (same rows): what tuning maximises."""
+def decision_terms(pred: UpliftPrediction, y: np.ndarray, revenue: np.ndarray | None, arm: np.ndarray,
+                   propensity: np.ndarray, catalog: Catalog) -> np.ndarray:
+    """Per row, the doubly-robust net value of the prediction's decision minus that of sending nothing: their
+    mean is the decisions' net value per customer, their std / √n its (paired) standard error."""
     k = len(catalog.arms)
     action = np.where(arm == CONTROL, 0, arm + 1)
     net = net_rewards(y, revenue, arm, catalog)
@@ -91,7 +91,7 @@ def decision_value(pred: UpliftPrediction, y: np.ndarray, revenue: np.ndarray | 
     model = dr_estimate(net, action, propensity, deterministic_policy(pred.decision + 1, k + 1), predicted)
     control = dr_estimate(net, action, propensity, deterministic_policy(np.zeros(len(y), dtype=np.int64), k + 1),
                           predicted)
-    return difference(model, control)
+    return (model[0] + model[1]) - (control[0] + control[1])
 
 
 def policy_table(pred: UpliftPrediction, y: np.ndarray, revenue: np.ndarray | None, arm: np.ndarray,

@@ -28,7 +28,7 @@ from training.uplift.data import CampaignData, UpliftConfig, load_campaign, stra
 from training.uplift.evaluate import arm_metrics, policies_from_prediction, policy_table
 from training.uplift.learners import fit_runtime
 from training.uplift.report import plot_deciles, plot_policy_values, plot_qini
-from training.uplift.tuning import TuningData, allowed_learners, tune
+from training.uplift.tuning import FOLDS, TuningData, allowed_learners, tune, uplift_folds
 
 PYFUNC_FILE = Path(__file__).resolve().parents[2] / "serving" / "pyfunc" / "uplift.py"
 CODE_PATHS = [str(Path(__file__).resolve().parents[2] / name) for name in ("features", "serving")]
@@ -145,14 +145,13 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
 
     data = load_campaign(config)
     train_rows, test_rows = stratified_split(data.arm, data.y, config.test_size, config.seed)
-    fit_rows, valid_rows = stratified_split(data.arm, data.y, 0.25, config.seed, rows=train_rows)
     encoder = FeatureEncoder(data.features).fit(data.frame.iloc[train_rows])
     X = encoder.transform(data.frame)
     learners = allowed_learners(data.arm[train_rows], len(config.catalog.arms), data.revenue is not None)
     revenue = data.revenue
-    tuning = TuningData(X[fit_rows], data.arm[fit_rows], data.y[fit_rows], X[valid_rows], data.arm[valid_rows],
-                        data.y[valid_rows], data.propensity[valid_rows],
-                        None if revenue is None else revenue[fit_rows], None if revenue is None else revenue[valid_rows])
+    tuning = TuningData(X[train_rows], data.arm[train_rows], data.y[train_rows], data.propensity[train_rows],
+                        None if revenue is None else revenue[train_rows],
+                        uplift_folds(data.arm[train_rows], data.y[train_rows], FOLDS, config.seed))
 
     tracking.activate()
     with mlflow.start_run(run_name="uplift") as run, tempfile.TemporaryDirectory() as tmp:
@@ -203,7 +202,7 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
         validation, prediction = evaluate_runtime(runtime, data, test_rows, config)
         _log_validation(validation, prediction, data, test_rows, runtime, Path(tmp))
 
-        info = _log_model(runtime, _input_example(data.frame.iloc[valid_rows], encoder), Path(tmp))
+        info = _log_model(runtime, _input_example(data.frame.iloc[train_rows], encoder), Path(tmp))
         registered = None
         if config.register_as:
             registered = register_and_promote(info.model_uri, config.register_as,
