@@ -21,6 +21,7 @@ from serving.runtime.catalog import Catalog
 from serving.runtime.encoding import FeatureEncoder
 from serving.runtime.uplift import UpliftRuntime
 
+MULTITHREAD_ROWS = 100_000  # below this, one thread per fit: faster than OpenMP threads fighting over cores
 LEARNERS = ("two_models", "solo_model", "class_transformation", "x_learner", "dr_learner")
 EFFECT_LEARNERS = ("x_learner", "dr_learner")  # runtime recipe kind "effect"
 
@@ -28,7 +29,7 @@ EFFECT_LEARNERS = ("x_learner", "dr_learner")  # runtime recipe kind "effect"
 def lgbm_params(params: Mapping, seed: int) -> dict:
     """LightGBM constructor arguments from tuned parameters: seeded, quiet, deterministic."""
     out = {"n_estimators": 100, "learning_rate": 0.1, "num_leaves": 31, "min_child_samples": 20,
-           "verbose": -1, "random_state": seed, "deterministic": True, "n_jobs": 2}
+           "verbose": -1, "random_state": seed, "deterministic": True, "n_jobs": 1}
     out.update(params)
     if out.get("colsample_bytree", 1.0) < 1.0 or out.get("subsample", 1.0) < 1.0:
         out.setdefault("subsample_freq", 1)
@@ -58,6 +59,7 @@ class ArmFit:
 def fit_arm(kind: str, X: np.ndarray, treatment: np.ndarray, y: np.ndarray, params: Mapping, seed: int,
             categorical: list[int], regression: bool = False) -> ArmFit:
     """Fit one scikit-uplift learner on this arm's rows + control rows (`treatment` is 1/0)."""
+    params = {**params, "n_jobs": 1 if len(X) < MULTITHREAD_ROWS else 0}  # 0: LightGBM's default, every core
     fit_params = {"categorical_feature": categorical} if categorical else {}
     if kind == "two_models":
         model = TwoModels(_estimator(params, seed, regression), _estimator(params, seed, regression))
