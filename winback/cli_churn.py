@@ -73,6 +73,12 @@ def _validation_table(result: dict) -> None:
         if value is not None:
             table.add_row(f"baseline: {name} only", f"{value:.4f}", "", "", "", "")
     console.print(table)
+    scorer = result["scorer"]
+    shipped = f"{scorer['kind']} (weight {scorer['weight']:.1f} on LightGBM)" if scorer["kind"] == "blend" else \
+        scorer["kind"]
+    console.print(f"validation: {result['validation_scheme']}; shipped scorer {shipped}; candidates' AUC "
+                  + ", ".join(f"{k} {v['validation_auc']:.4f}" for k, v in result["candidates"].items()),
+                  highlight=False)
     t = result["test"]
     console.print(f"test ({t['n']:,} customers seen by no tuning, early stopping or calibration): AUC {t['auc']:.4f}, "
                   f"PR AUC {t['pr_auc']:.4f}, Brier {t['brier']:.4f}", highlight=False)
