@@ -146,3 +146,33 @@ def test_class_transformation_invents_no_uplift_on_an_unbalanced_split():
     runtime.recipes["outcome"].pop("treated_shares")  # read as a model saved before the share was recorded
     assert np.mean(runtime.predict_uplift(X)) > 0.1  # the textbook 2·P − 1: about +0.16 at this split
     assert np.mean(runtime.predict(X).incentive == "mail") > 0.95  # ... and a send for everyone
+
+
+@pytest.mark.parametrize("learner", ["x_learner", "dr_learner"])
+def test_effect_learners_find_who_each_incentive_moves_and_round_trip(campaign, learner, tmp_path):
+    frame, encoder, X, arm, y = campaign
+    runtime = fit_runtime(X, arm, y, encoder, CATALOG, learner, {**PARAMS, "n_estimators": 60}, 7)
+    assert runtime.learner == learner and runtime.recipes["outcome"]["kind"] == "effect"
+    uplift = runtime.predict_uplift(X)
+    x_positive, region_b = (frame.x > 0).to_numpy(), (frame.region == "b").to_numpy()
+    # the e-mail's estimated effect is larger where x > 0, the coupon's in region b (true effects .2 and .25)
+    assert uplift[x_positive, 0].mean() - uplift[~x_positive, 0].mean() > 0.08
+    assert uplift[region_b, 1].mean() - uplift[~region_b, 1].mean() > 0.08
+    prediction = runtime.predict(X)
+    np.testing.assert_allclose(prediction.p_arm, np.clip(prediction.p_control[:, None] + uplift, 0, 1))
+    loaded = UpliftRuntime.load(runtime.save(tmp_path / "rt"))
+    np.testing.assert_array_equal(loaded.predict_uplift(X), uplift)
+
+
+def test_revenue_is_conversion_probability_times_each_arms_mean_revenue_per_conversion(campaign):
+    from training.uplift.learners import revenue_per_conversion
+
+    frame, encoder, X, arm, y = campaign
+    revenue = np.where(y == 1, np.where(arm == 1, 50.0, 80.0), 0.0)  # the coupon's conversions spend less
+    recipe = revenue_per_conversion(arm, y, revenue, 2)
+    assert recipe == {"kind": "hurdle", "amount_control": 80.0, "amounts": [80.0, 50.0]}
+    runtime = fit_runtime(X, arm, y, encoder, CATALOG, "two_models", PARAMS, 7, revenue=revenue)
+    prediction = runtime.predict(X)
+    np.testing.assert_allclose(prediction.revenue_arm, prediction.p_arm * [80.0, 50.0])
+    np.testing.assert_allclose(prediction.revenue_uplift,
+                               prediction.p_arm * [80.0, 50.0] - 80.0 * prediction.p_control[:, None])

@@ -160,7 +160,14 @@ class UpliftRuntime:
         p_control, p_arm, uplift = self._target(self.recipes["outcome"], X)
         revenue = (None, None, None)
         if "revenue" in self.recipes:
-            revenue = self._target(self.recipes["revenue"], X)
+            recipe = self.recipes["revenue"]
+            if recipe["kind"] == "hurdle":
+                # expected revenue = P(convert | arm) × mean revenue of a conversion under that arm
+                control = p_control * recipe["amount_control"]
+                arms = p_arm * np.asarray(recipe["amounts"], dtype=np.float64)
+                revenue = (control, arms, arms - control[:, None])
+            else:
+                revenue = self._target(recipe, X)
         net = net_values(uplift, p_arm, cat.costs, cat.redemption_costs, cat.outcome_value, revenue[2])
         return UpliftPrediction(self.arms, self.control, uplift, p_control, p_arm, *revenue, net, decide(net))
 

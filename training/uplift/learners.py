@@ -173,18 +173,37 @@ def assemble_runtime(encoder: FeatureEncoder, catalog: Catalog, fits: Mapping[st
 def fit_runtime(X: np.ndarray, arm: np.ndarray, y: np.ndarray, encoder: FeatureEncoder, catalog: Catalog,
                 learner: str, params: Mapping, seed: int, revenue: np.ndarray | None = None,
                 metadata: Mapping | None = None) -> UpliftRuntime:
-    """Fit every arm (arm index 0..k-1, control −1) and return the serving runtime."""
+    """Fit every arm (arm index 0..k-1, control −1) and return the serving runtime.
+
+    With a revenue outcome, expected revenue under each arm is P(convert | arm) (the outcome learner) × the
+    arm's mean revenue per conversion (a hurdle model): revenue is zero for most customers and heavy-tailed
+    for the rest, and regressing it per arm directly (two regressors per arm, as before) gave uplift
+    estimates noisy enough to lose money: 3 % of the oracle's true net value on the simulator, −57 % once tuning
+    maximised the (noisy) net value; with per-arm means, 30 % (12 trials; README).
+    """
     fits: dict[str, list[ArmFit]] = {"outcome": []}
-    if revenue is not None:
-        fits["revenue"] = []
     for j in range(len(catalog.arms)):
         rows = (arm == j) | (arm == -1)
         treatment = (arm[rows] == j).astype(int)
         fits["outcome"].append(fit_arm(learner, X[rows], treatment, y[rows], params, seed,
                                        encoder.categorical_indices))
-        if revenue is not None:
-            # revenue is learned per arm by two models: a solo regressor on sparse revenue often never
-            # splits on the arm indicator (uplift exactly 0), and class transformation needs a binary outcome
-            fits["revenue"].append(fit_arm("two_models", X[rows], treatment, revenue[rows], params, seed,
-                                           encoder.categorical_indices, regression=True))
-    return assemble_runtime(encoder, catalog, fits, metadata)
+    runtime = assemble_runtime(encoder, catalog, fits, metadata)
+    if revenue is not None:
+        runtime.recipes["revenue"] = revenue_per_conversion(arm, y, revenue, len(catalog.arms))
+    return runtime
+
+
+def revenue_per_conversion(arm: np.ndarray, y: np.ndarray, revenue: np.ndarray, k: int) -> dict:
+    """The hurdle recipe: mean revenue of converted customers under control and under each arm (an arm without
+    converted customers borrows the overall mean). Measured on the simulator (train 20,000, score a fresh
+    10,000): with a good conversion model, per-arm means reach 51 % of the true-revenue oracle, a LightGBM
+    regressor of revenue per conversion 24 % (it overfits the few converters), and with the true
+    conversion probabilities the means reach 96 %: what matters is P(convert | arm)."""
+    converted = y == 1
+    overall = float(revenue[converted].mean()) if converted.any() else 0.0
+
+    def mean(mask: np.ndarray) -> float:
+        rows = mask & converted
+        return float(revenue[rows].mean()) if rows.any() else overall
+
+    return {"kind": "hurdle", "amount_control": mean(arm == -1), "amounts": [mean(arm == j) for j in range(k)]}

@@ -69,7 +69,7 @@ def allowed_learners(arm: np.ndarray, n_arms: int, revenue: bool) -> list[str]:
 def suggest(trial: optuna.Trial, learners: list[str]) -> tuple[str, dict]:
     learner = trial.suggest_categorical("learner", learners)
     params = {
-        "n_estimators": trial.suggest_int("n_estimators", 50, 400, step=50),
+        "n_estimators": trial.suggest_int("n_estimators", 50, 1000, step=50),
         "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
         "num_leaves": trial.suggest_int("num_leaves", 4, 64, log=True),
         "min_child_samples": trial.suggest_int("min_child_samples", 10, 1000, log=True),
