@@ -300,3 +300,20 @@ def test_train_uplift_cli_refuses_as_of_after_the_campaign_in_one_line(tmp_path,
                                       "--as-of", "2026-01-31", "--trials", "1"])
     assert result.exit_code == 2 and "--as-of 2026-01-31 is on or after the campaign date 2026-01-01" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_searched_trial_replaces_the_regularised_start_only_beyond_the_paired_standard_error():
+    import optuna
+
+    from training.uplift.tuning import choose
+
+    rng = np.random.default_rng(0)
+    base = rng.normal(1.0, 5.0, 4000)
+    study = optuna.create_study(direction="maximize")
+    values = {0: base, 1: base - 0.3,  # two regularised starts
+              2: base + np.random.default_rng(3).normal(0, 1.0, 4000),  # the same up to noise: +.0125 ± .0158
+              3: base + 0.5 + rng.normal(0, 1.0, 4000)}  # clearly better
+    for number, terms in values.items():
+        study.add_trial(optuna.trial.create_trial(value=float(terms.mean()), params={}, distributions={}))
+    assert choose(study, {n: values[n] for n in (0, 1, 2)}, starts=2).number == 0  # noise does not replace it
+    assert choose(study, values, starts=2).number == 3

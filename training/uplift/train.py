@@ -181,8 +181,8 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
             if on_trial is not None:
                 on_trial(number, "complete")
 
-        study = tune(tuning, encoder, config.catalog, learners, config.seed, config.trials, config.timeout, log_trial)
-        best = study.best_trial
+        study, best = tune(tuning, encoder, config.catalog, learners, config.seed, config.trials, config.timeout,
+                           log_trial)
         learner = best.params["learner"]
         params = {k: v for k, v in best.params.items() if k != "learner"}
         mlflow.log_params({"best_learner": learner, **{f"best_{k}": v for k, v in params.items()}})
