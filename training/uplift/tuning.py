@@ -25,7 +25,7 @@ DEGENERATE_SCORE = -1.0
 
 
 FOLDS = 3
-REGULARISED = {"n_estimators": 800, "learning_rate": 0.01, "num_leaves": 7, "min_child_samples": 300,
+REGULARISED = {"n_estimators": 400, "learning_rate": 0.02, "num_leaves": 7, "min_child_samples": 300,
                "reg_lambda": 10.0, "colsample_bytree": 0.7, "subsample": 0.7}
 
 
