@@ -90,32 +90,22 @@ def paired_difference(rewards, actions, propensities, policy_a, policy_b) -> dic
             "se_b": float(np.std(b[1], ddof=1) / root), "difference": diff, "se_difference": se}
 
 
-def dr_value(rewards, actions, propensities, policy, predicted_rewards) -> float:
-    """Doubly-robust value: the model's predicted reward under the policy, corrected by the
-    propensity-weighted residual on the logged action. Unbiased if either the propensities or the
-    reward model are right."""
+def dr_terms(rewards, actions, propensities, policy, predicted_rewards) -> np.ndarray:
+    """Per row, the doubly-robust term of `policy`'s value: the model's predicted reward under the policy,
+    corrected by the propensity-weighted residual on the logged action. Their mean is `dr_value`."""
     rewards, actions, propensities, policy = _check(rewards, actions, propensities, policy)
     predicted = np.asarray(predicted_rewards, dtype=np.float64)
     if predicted.shape != policy.shape:
         raise ValueError(f"predicted_rewards has shape {predicted.shape}, expected {policy.shape}")
     rows = np.arange(len(actions))
     direct = np.sum(policy * predicted, axis=1)
-    correction = policy[rows, actions] / propensities * (rewards - predicted[rows, actions])
-    return float(np.mean(direct + correction))
+    return direct + policy[rows, actions] / propensities * (rewards - predicted[rows, actions])
 
 
-def dr_estimate(rewards, actions, propensities, policy, predicted_rewards) -> tuple[float, np.ndarray]:
-    """The doubly-robust value of `policy` (see dr_value) and its per-row influence ψ_i = term_i − V, so that
-    `difference` gives paired standard errors as for `ipw_estimate`."""
-    rewards, actions, propensities, policy = _check(rewards, actions, propensities, policy)
-    predicted = np.asarray(predicted_rewards, dtype=np.float64)
-    if predicted.shape != policy.shape:
-        raise ValueError(f"predicted_rewards has shape {predicted.shape}, expected {policy.shape}")
-    rows = np.arange(len(actions))
-    terms = np.sum(policy * predicted, axis=1) + \
-        policy[rows, actions] / propensities * (rewards - predicted[rows, actions])
-    value = float(np.mean(terms))
-    return value, terms - value
+def dr_value(rewards, actions, propensities, policy, predicted_rewards) -> float:
+    """Doubly-robust value (the mean of `dr_terms`). Unbiased if either the propensities or the reward model
+    are right."""
+    return float(np.mean(dr_terms(rewards, actions, propensities, policy, predicted_rewards)))
 
 
 def observed_propensities(actions, n_actions: int) -> np.ndarray:

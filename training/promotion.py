@@ -142,6 +142,14 @@ def register_and_promote(model_uri: str, name: str, compare: Callable[[str], Com
             "comparison": figures}
 
 
+def registry_note(registered: dict | None) -> str:
+    """The run description's paragraph on where the model went in the registry, and why ('' if not registered)."""
+    if not registered:
+        return ""
+    return (f"\n\nRegistry: {registered['name']} version {registered['version']} @{registered['alias']} — "
+            f"{registered['reason']}.")
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

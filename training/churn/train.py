@@ -31,7 +31,8 @@ from training.churn.linear import BLEND_WEIGHTS, fit_linear, predict_linear
 from training.churn.tuning import (CV_FOLDS, CV_MAX_ROWS, MAX_ROUNDS, CVData, TuningData, cv_folds, mlflow_trial_logger,
                                    out_of_fold, run_cv, run_study, train_booster, trial_counts)
 from training.metrics import auc, classification_summary, paired_auc
-from training.promotion import Comparison, NotComparable, kind_differences, load_champion, register_and_promote
+from training.promotion import (Comparison, NotComparable, kind_differences, load_champion, register_and_promote,
+                                registry_note)
 from training.tracking import (TrackingSettings, describe_run, explicit_signature, log_dataset, log_params,
                                reproducibility_tags)
 
@@ -230,10 +231,7 @@ def _description(data: ChurnData, fitted: Fitted, validation: dict, test: dict, 
             f"(validation AUC {validation['auc']:.4f}; candidates "
             + ", ".join(f"{k} {v['validation_auc']:.4f}" for k, v in fitted.candidates.items())
             + f"). Test slice ({test['n']:,} rows, unseen until the model was final): AUC {test['auc']:.4f}.")
-    if registered:
-        text += f"\n\nRegistry: {registered['name']} version {registered['version']} @{registered['alias']} — " \
-                f"{registered['reason']}."
-    return text
+    return text + registry_note(registered)
 
 
 def _fit_holdout(data: ChurnData, encoder: FeatureEncoder, config: ChurnTrainConfig) -> Fitted:

@@ -11,7 +11,7 @@ from sklift import metrics as sklift_metrics
 from serving.runtime.catalog import Catalog
 from serving.runtime.decision import CONTROL
 from serving.runtime.uplift import UpliftPrediction
-from training.policy import deterministic_policy, dr_estimate, dr_value, ipw_value
+from training.policy import deterministic_policy, dr_terms, dr_value, ipw_value
 
 
 def quiet(metric, *args, **kwargs):
@@ -88,10 +88,10 @@ def decision_terms(pred: UpliftPrediction, y: np.ndarray, revenue: np.ndarray | 
     action = np.where(arm == CONTROL, 0, arm + 1)
     net = net_rewards(y, revenue, arm, catalog)
     predicted = predicted_net_rewards(pred, revenue is not None, catalog)
-    model = dr_estimate(net, action, propensity, deterministic_policy(pred.decision + 1, k + 1), predicted)
-    control = dr_estimate(net, action, propensity, deterministic_policy(np.zeros(len(y), dtype=np.int64), k + 1),
-                          predicted)
-    return (model[0] + model[1]) - (control[0] + control[1])
+    model = dr_terms(net, action, propensity, deterministic_policy(pred.decision + 1, k + 1), predicted)
+    control = dr_terms(net, action, propensity, deterministic_policy(np.zeros(len(y), dtype=np.int64), k + 1),
+                       predicted)
+    return model - control
 
 
 def policy_table(pred: UpliftPrediction, y: np.ndarray, revenue: np.ndarray | None, arm: np.ndarray,

@@ -21,7 +21,8 @@ from serving.batch.recommend import ID_COLUMN, recommendation_frame
 from serving.runtime.catalog import dump_catalog
 from serving.runtime.encoding import FeatureEncoder
 from serving.runtime.uplift import UpliftRuntime, load_uplift_runtime
-from training.promotion import Comparison, NotComparable, kind_differences, load_champion, register_and_promote
+from training.promotion import (Comparison, NotComparable, kind_differences, load_champion, register_and_promote,
+                                registry_note)
 from training.tracking import (TrackingSettings, describe_run, explicit_signature, frame_hash, log_dataset, log_params,
                                reproducibility_tags)
 from training.uplift.data import CampaignData, UpliftConfig, load_campaign, stratified_split
@@ -133,10 +134,7 @@ def _description(config: UpliftConfig, data: CampaignData, learner: str, validat
             f"\n\nLearner {learner}, tuned by Optuna. On the {validation['n']:,} validation customers the model's "
             f"decisions are worth {net['model']:.4f} net per customer over sending nothing (best single arm for "
             f"everyone: {best_arm} {net[f'all:{best_arm}']:.4f}).")
-    if registered:
-        text += f"\n\nRegistry: {registered['name']} version {registered['version']} @{registered['alias']} — " \
-                f"{registered['reason']}."
-    return text
+    return text + registry_note(registered)
 
 
 def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None) -> dict:
