@@ -35,6 +35,9 @@ def train_uplift_command(
     experiment: str = typer.Option("winback-uplift", "--experiment", help="MLflow experiment name."),
     register_as: str | None = typer.Option(None, "--register-as", help="Register the model under this name."),
     churn_model: str | None = typer.Option(None, "--churn-model", help="Churn model URI for the top-risk policy."),
+    refit: bool = flag("--refit/--no-refit", "After tuning and validation, ship the chosen learner refitted on every "
+                       "row (the validation figures are of the fit on the training split). Default: on.",
+                       default=True),
     mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Tune multi-arm uplift models with Optuna, evaluate policies offline, log and register in MLflow."""
@@ -61,7 +64,7 @@ def train_uplift_command(
         transactions=transactions, profiles=profiles, as_of=parse_date(as_of, "--as-of") if as_of else None,
         campaign_date=parse_date(campaign_date, "--campaign-date") if campaign_date else None,
         trials=trials, timeout=timeout, seed=seed, experiment=experiment, register_as=register_as,
-        churn_model=churn_model)
+        churn_model=churn_model, refit=refit)
     with progress() as bar:
         task = bar.add_task("tuning", total=trials)
         result = train_uplift(config, TrackingSettings.from_env(experiment),

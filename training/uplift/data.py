@@ -44,6 +44,7 @@ class UpliftConfig:
     register_as: str | None = None
     churn_model: str | None = None
     test_size: float = 0.3
+    refit: bool = True  # ship the chosen learner refitted on every row; the validation figures are of the 70 % fit
 
 
 @dataclass(frozen=True)

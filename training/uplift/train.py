@@ -67,7 +67,9 @@ def _compare_with_champion(candidate: UpliftRuntime, decision: np.ndarray, data:
     """Promotion comparison: the net policy value of the candidate's `decision` on the held-out `rows` (unseen
     by tuning and fitting) against the champion's decisions on the same rows, relative to "control for
     everyone" as in the validation table, with the paired standard error of the difference (two noisy IPW
-    estimates compared with `>=` would promote on noise half the time)."""
+    estimates compared with `>=` would promote on noise half the time). With the refit the candidate's decisions
+    are those of the same learner fitted without these rows (the recipe is compared, as for churn); a champion
+    refitted on the same campaign has seen them, which favours the champion, never the candidate."""
     from training.policy import deterministic_policy, difference, ipw_estimate
     from training.uplift.evaluate import net_rewards
 
@@ -133,7 +135,8 @@ def _description(config: UpliftConfig, data: CampaignData, learner: str, validat
             f"{f' (revenue {config.revenue_col!r})' if config.revenue_col else ''}; {len(data.features)} features."
             f"\n\nLearner {learner}, tuned by Optuna. On the {validation['n']:,} validation customers the model's "
             f"decisions are worth {net['model']:.4f} net per customer over sending nothing (best single arm for "
-            f"everyone: {best_arm} {net[f'all:{best_arm}']:.4f}).")
+            f"everyone: {best_arm} {net[f'all:{best_arm}']:.4f})"
+            f"{'; the shipped model is the same learner refitted on every row' if config.refit else ''}.")
     return text + registry_note(registered)
 
 
@@ -194,11 +197,13 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
         metadata = {"run_id": run.info.run_id, "arms": config.catalog.arms, "learner": learner,
                     "params": params, "outcome": config.outcome, "revenue_col": config.revenue_col,
                     "treatment_col": config.treatment_col, "id_col": config.id_col}
-        runtime = fit_runtime(X[train_rows], data.arm[train_rows], data.y[train_rows], encoder, config.catalog,
-                              learner, params, config.seed,
-                              None if data.revenue is None else data.revenue[train_rows], metadata)
-        validation, prediction = evaluate_runtime(runtime, data, test_rows, config)
-        _log_validation(validation, prediction, data, test_rows, runtime, Path(tmp))
+        evaluated = fit_runtime(X[train_rows], data.arm[train_rows], data.y[train_rows], encoder, config.catalog,
+                                learner, params, config.seed,
+                                None if data.revenue is None else data.revenue[train_rows], metadata)
+        validation, prediction = evaluate_runtime(evaluated, data, test_rows, config)
+        _log_validation(validation, prediction, data, test_rows, evaluated, Path(tmp))
+        runtime = _refit(data, learner, params, config, metadata) if config.refit else evaluated
+        mlflow.log_param("fitted_on", "all rows" if config.refit else "training split")
 
         info = _log_model(runtime, _input_example(data.frame.iloc[train_rows], encoder), Path(tmp))
         registered = None
@@ -208,12 +213,22 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
                                                                      config))
         result = {"run_id": run.info.run_id, "model_uri": info.model_uri, "registered": registered,
                   "arms": config.catalog.arms, "learner": learner, "best_params": params,
-                  "validation": validation}
+                  "fitted_on_rows": len(data.y) if config.refit else len(train_rows), "validation": validation}
         describe_run(_description(config, data, learner, validation, registered))
         mlflow.log_dict(result, "uplift_result.json")
     if config.json_out is not None:
         write_text_atomic(config.json_out, json.dumps(result, indent=2))
     return result
+
+
+def _refit(data: CampaignData, learner: str, params: dict, config: UpliftConfig, metadata: dict) -> UpliftRuntime:
+    """The chosen learner and parameters fitted again on every campaign row (encoder included), as churn refits
+    on every labelled row: the validation rows are 30 % more data for a signal as small as uplift.
+    Measured on the simulator (train 20,000, seed 7; regularised SoloModel; a fresh 10,000 valued with the
+    truth; benchmarks/uplift_learners.py): 65.3 % of the oracle's net value fitted on 70 %, 69.8 % on all."""
+    encoder = FeatureEncoder(data.features).fit(data.frame)
+    return fit_runtime(encoder.transform(data.frame), data.arm, data.y, encoder, config.catalog, learner, params,
+                       config.seed, data.revenue, {**metadata, "fitted_on": "all rows"})
 
 
 def _input_example(frame: pd.DataFrame, encoder: FeatureEncoder) -> pd.DataFrame:
