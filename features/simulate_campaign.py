@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
+from features.errors import DataError
 from features.simulate_population import CHANNELS, Population, sigmoid
 
 CATALOG = {
@@ -111,3 +113,47 @@ def net_value(p: np.ndarray) -> np.ndarray:
     costs = np.array([0.0] + [item["cost"] for item in CATALOG["incentives"]])
     redemption = np.array([0.0] + [item["redemption_cost"] for item in CATALOG["incentives"]])
     return CATALOG["outcome_value"] * (p - p[:, :1]) - costs - redemption * p
+
+
+RESPOND_STREAM = 0x7265  # a separate random stream for the answers to a plan
+REVENUE_SHAPE = 2.0  # revenue of a converting customer: gamma with this shape around its true mean
+
+
+def respond(plan, truth, seed: int = 0):
+    """The simulator's answer to a campaign plan: per planned customer, `converted` drawn with the true
+    P(convert | the incentive sent) and, when converted, `revenue` drawn around the true expected revenue
+    per conversion under that incentive (gamma, mean exact), so E[revenue] = expected_revenue:<arm>.
+
+    `plan` needs customer_id and incentive; `truth` is the simulator's truth.parquet.
+    """
+    for name, frame, columns in (("--plan", plan, ("customer_id", "incentive")), ("truth.parquet", truth,
+                                                                                 ("customer_id",))):
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise DataError(f"{name}: column(s) {', '.join(map(repr, missing))} not found")
+    ids = plan["customer_id"].astype(str)
+    if ids.duplicated().any():
+        raise DataError(f"--plan: customer id {ids[ids.duplicated()].iloc[0]!r} appears more than once")
+    table = truth.assign(customer_id=truth["customer_id"].astype(str)).set_index("customer_id")
+    unknown = ~ids.isin(table.index)
+    if unknown.any():
+        raise DataError(f"--plan: {int(unknown.sum())} customer(s) not in the simulation's truth, e.g. "
+                        f"{ids[unknown].iloc[0]!r}")
+    arms = list(dict.fromkeys(plan["incentive"].astype(str)))
+    absent = [a for a in arms if f"p_convert:{a}" not in table.columns or f"expected_revenue:{a}" not in table.columns]
+    if absent:
+        raise DataError(f"--plan: incentive(s) {', '.join(map(repr, absent))} are not arms of the simulation")
+    rows = table.loc[ids.to_numpy()]
+    sent = plan["incentive"].astype(str).to_numpy()
+    p = np.empty(len(plan))
+    mean_revenue = np.empty(len(plan))
+    for arm in arms:
+        on = sent == arm
+        p[on] = rows[f"p_convert:{arm}"].to_numpy()[on]
+        mean_revenue[on] = rows[f"expected_revenue:{arm}"].to_numpy()[on]
+    rng = np.random.default_rng([seed, RESPOND_STREAM])  # not the stream a plan drew with the same seed
+    converted = rng.random(len(plan)) < p
+    per_conversion = np.divide(mean_revenue, p, out=np.zeros_like(p), where=p > 0)
+    revenue = np.where(converted, per_conversion * rng.gamma(REVENUE_SHAPE, 1.0 / REVENUE_SHAPE, len(plan)), 0.0)
+    return pd.DataFrame({"customer_id": ids.to_numpy(), "converted": converted.astype(np.int64),
+                         "revenue": np.round(revenue, 2)})

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end demo on simulated data: simulate → features → segments (→ train → register → package).
+# End-to-end demo on simulated data: simulate → features → segments → train → register → campaign loop → package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WB=".venv/bin/winback"
@@ -32,6 +32,25 @@ $WB train uplift --campaign "$OUT/data/campaign.parquet" --treatment-col incenti
 echo "== batch decisions from the champion, capped at a budget of 200"
 $WB recommend --model models:/winback-uplift@champion --input "$OUT/features.parquet" \
     --budget 200 --output "$OUT/recommendations.csv"
+
+echo "== campaign loop, round 2: plan with a 10 % global holdout and 5 % exploration, simulated answers, evaluation"
+# the simulator has one moment: campaign 2 goes to the same customers on the same day, answered with the same
+# true effects as the randomised campaign 1 the first model learned from
+$WB recommend --model models:/winback-uplift@champion --input "$OUT/features.parquet" \
+    --output "$OUT/recommendations_all.parquet"
+$WB campaign plan --recommendations "$OUT/recommendations_all.parquet" --campaign-id winback-2 \
+    --campaign-date 2026-01-01 --control-share 0.10 --explore-share 0.05 --seed 7 \
+    --catalog "$OUT/data/incentives.yaml" --output "$OUT/plan2.parquet"
+$WB simulate respond --plan "$OUT/plan2.parquet" --truth-dir "$OUT/data" --seed 7 --output "$OUT/outcomes2.parquet"
+$WB campaign evaluate --plan "$OUT/plan2.parquet" --outcomes "$OUT/outcomes2.parquet" \
+    --catalog "$OUT/data/incentives.yaml" --training-out "$OUT/campaign2.parquet" --json-out "$OUT/campaign2.json"
+
+echo "== retrain uplift on campaigns 1 + 2 (logged propensities); it becomes champion only if it is better"
+$WB train uplift --campaign "$OUT/data/campaign.parquet" --campaign "$OUT/campaign2.parquet" \
+    --treatment-col incentive --control no_contact --outcome converted \
+    --transactions "$OUT/data/transactions.parquet" --profiles "$OUT/data/customers.parquet" \
+    --as-of 2025-12-31 --catalog "$OUT/data/incentives.yaml" --trials 10 --seed 7 \
+    --register-as winback-uplift --json-out "$OUT/uplift2.json"
 
 echo "== package both champions into the BentoML model store"
 $WB package

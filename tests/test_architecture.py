@@ -11,7 +11,8 @@ MODULES = {
                  "features.loaders", "features.simulate"],
     "serving": ["serving.runtime.encoding", "serving.runtime.churn", "serving.runtime.uplift", "serving.runtime.decision",
                 "serving.runtime.catalog", "serving.batch.score", "serving.batch.recommend", "serving.api.online",
-                "serving.api.schemas", "serving.api.model_store", "serving.service", "serving.runtime.registry"],
+                "serving.api.schemas", "serving.api.model_store", "serving.service", "serving.runtime.registry",
+                "serving.batch.plan"],
 }
 FORBIDDEN = {"features": ["mlflow", "bentoml", "training", "serving", "optuna"], "serving": ["training", "optuna"]}
 

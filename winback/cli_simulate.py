@@ -11,16 +11,23 @@ from winback.cli_common import MKDIR_HELP, check_output, console, flag, handle_e
 
 @handle_errors
 def simulate_command(
+    ctx: typer.Context,
     customers: int = typer.Option(5000, "--customers", help="Number of customers to simulate."),
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes the same files."),
-    output_dir: Path = typer.Option(..., "--output-dir", help="Directory for the five output files (created; "
-                                    "its parent must exist unless --mkdir)."),
+    output_dir: Path | None = typer.Option(None, "--output-dir", help="Directory for the five output files "
+                                           "(created; its parent must exist unless --mkdir). Required."),
     mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
-    """Simulate two years of purchases and a randomised win-back campaign, with the true effects."""
+    """Simulate two years of purchases and a randomised win-back campaign, with the true effects.
+
+    `winback simulate respond` answers a campaign plan with the simulation's true effects."""
     from features.errors import DataError
     from features.simulate import simulate, write_simulation
 
+    if ctx.invoked_subcommand is not None:
+        return
+    if output_dir is None:
+        raise DataError("--output-dir: missing (the folder to write the simulation to)")
     if customers <= 0:
         raise DataError(f"--customers: must be a positive number, got {customers}")
     check_output(output_dir, "--output-dir", mkdir)  # the folder itself is created, its parent must exist
@@ -48,6 +55,9 @@ def simulate_command(
         )
 
 
-def register(app: typer.Typer) -> None:
-    """Add the `simulate` command to the top-level app."""
-    app.command("simulate")(simulate_command)
+def register(app: typer.Typer) -> typer.Typer:
+    """Add `simulate` (a command with sub-commands) to the top-level app; returns its group."""
+    simulate_app = typer.Typer(invoke_without_command=True)
+    simulate_app.callback()(simulate_command)
+    app.add_typer(simulate_app, name="simulate")
+    return simulate_app

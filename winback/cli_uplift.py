@@ -13,7 +13,9 @@ from winback.cli_common import (MKDIR_HELP, check_output, console, fail, flag, h
 
 @handle_errors
 def train_uplift_command(
-    campaign: Path = typer.Option(..., "--campaign", help="Campaign table (.csv/.parquet): arm, outcome(s), features."),
+    campaign: list[Path] = typer.Option(..., "--campaign", help="Campaign table (.csv/.parquet): arm, outcome(s), "
+                                        "features. Repeat to stack campaigns (one campaign_id each; a logged "
+                                        "propensity column is used, else the arm shares)."),
     treatment_col: str = typer.Option(..., "--treatment-col", help="Column holding the arm each customer got."),
     control: str = typer.Option(..., "--control", help="The arm meaning 'send nothing'."),
     outcome: str = typer.Option(..., "--outcome", help="Binary (0/1) outcome column."),
@@ -58,7 +60,7 @@ def train_uplift_command(
         fail("--transactions needs --as-of")
     check_output(json_out, "--json-out", mkdir)
     config = UpliftConfig(
-        campaign=campaign, treatment_col=treatment_col, control=control, outcome=outcome,
+        campaign=campaign[0], more_campaigns=tuple(campaign[1:]), treatment_col=treatment_col, control=control, outcome=outcome,
         catalog=load_catalog(catalog), catalog_path=catalog, json_out=json_out, revenue_col=revenue_col,
         id_col=id_col, features=tuple(f.strip() for f in features.split(",") if f.strip()) if features else None,
         transactions=transactions, profiles=profiles, as_of=parse_date(as_of, "--as-of") if as_of else None,

@@ -17,6 +17,7 @@ from serving.runtime.decision import CONTROL
 
 PROPENSITY_COLUMN = "propensity"
 CAMPAIGN_DATE_COLUMN = "campaign_date"
+CAMPAIGN_ID_COLUMN = "campaign_id"
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class UpliftConfig:
     register_as: str | None = None
     churn_model: str | None = None
     test_size: float = 0.3
+    more_campaigns: tuple[Path, ...] = ()  # further campaign logs stacked with the first (see read_campaigns)
     refit: bool = True  # ship the chosen learner refitted on every row; the validation figures are of the 70 % fit
 
 
@@ -120,25 +122,46 @@ def check_as_of_before_campaign(as_of: pd.Timestamp, start: pd.Timestamp | None)
                         f"{(start - pd.Timedelta(days=1)).date()} or earlier")
 
 
+def campaign_cutoffs(frame: pd.DataFrame, as_of: pd.Timestamp, start: pd.Timestamp | None) -> pd.Series:
+    """The feature cutoff of every row: `as_of` for the first campaign; a later campaign of a stacked table
+    (`campaign_id` + `campaign_date` columns) keeps the same lead time, as_of + (its start − the first start),
+    so each campaign's features end before its own start."""
+    cutoffs = pd.Series(as_of, index=frame.index)
+    if start is None or CAMPAIGN_ID_COLUMN not in frame.columns or CAMPAIGN_DATE_COLUMN not in frame.columns:
+        return cutoffs
+    dates = pd.to_datetime(frame[CAMPAIGN_DATE_COLUMN], format="mixed")
+    if dates.dt.tz is not None:
+        dates = dates.dt.tz_localize(None)
+    first = dates.groupby(frame[CAMPAIGN_ID_COLUMN].astype(str)).transform("min").dt.normalize()
+    return as_of + (first - start)
+
+
 def _join_transaction_features(frame: pd.DataFrame, config: UpliftConfig) -> tuple[pd.DataFrame, list[str]]:
     from features.build import build_features
     from features.contracts import ids_as_strings, normalize_profiles, normalize_transactions
 
     if config.as_of is None:
         raise DataError("--transactions needs --as-of (the cutoff for point-in-time features)")
-    check_as_of_before_campaign(config.as_of, campaign_start(frame, config.campaign_date))
+    start = campaign_start(frame, config.campaign_date)
+    check_as_of_before_campaign(config.as_of, start)
     if config.id_col not in frame.columns:
         raise DataError(f"--id-col: column {config.id_col!r} not in the campaign table (needed to join features)")
+    cutoffs = campaign_cutoffs(frame, config.as_of, start)
     transactions = normalize_transactions(read_table(config.transactions), as_of=config.as_of)
     profiles = normalize_profiles(read_table(config.profiles)) if config.profiles is not None else None
-    built = build_features(transactions, config.as_of, profiles=profiles)
-    built = built.drop(columns=[c for c in built.columns if c in frame.columns])
     ids = ids_as_strings(frame[config.id_col], repr(config.id_col))  # the same id rule as the transactions
-    matched = ids.isin(built.index).to_numpy()
+    parts = []
+    for cutoff in sorted(cutoffs.unique()):
+        rows = (cutoffs == cutoff).to_numpy()
+        snapshot = build_features(transactions, pd.Timestamp(cutoff), profiles=profiles)
+        parts.append(snapshot.reindex(ids[rows].to_numpy()).set_axis(frame.index[rows]))
+    columns = [c for c in parts[0].columns if c not in frame.columns]
+    extra = pd.concat(parts).loc[frame.index, columns]
+    matched = extra.notna().any(axis=1).to_numpy()
     coverage = float(matched.mean()) if len(matched) else 0.0
     if coverage < MIN_JOIN_COVERAGE:
         unmatched = ", ".join(repr(v) for v in ids[~matched].unique()[:3])
-        known = ", ".join(repr(v) for v in built.index[:3])
+        known = ", ".join(repr(v) for v in transactions["customer_id"].unique()[:3])
         raise DataError(f"--id-col {config.id_col!r}: only {coverage:.1%} of campaign customers ({int(matched.sum()):,} "
                         f"of {len(matched):,}) have a purchase on or before --as-of (at least "
                         f"{MIN_JOIN_COVERAGE:.0%} needed); unmatched e.g. {unmatched}; transaction ids look like "
@@ -146,20 +169,55 @@ def _join_transaction_features(frame: pd.DataFrame, config: UpliftConfig) -> tup
     if coverage < 1.0:
         warnings.warn(f"{coverage:.1%} of campaign customers matched a purchase history; the other "
                       f"{int((~matched).sum()):,} get missing transaction features", DataWarning, stacklevel=3)
-    extra = built.reindex(ids.to_numpy())  # customers without history: NaN
-    extra.index = frame.index
-    joined = pd.concat([frame, extra], axis=1)
-    return joined, list(built.columns)
+    joined = pd.concat([frame, extra], axis=1)  # customers without history: NaN
+    return joined, columns
+
+
+def read_campaigns(paths: list[Path], needed: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """One table from one or several campaign logs, and which rows carry a logged `propensity`.
+
+    Several logs are stacked: each keeps (or, without the column, gets its file name as) a `campaign_id`; a
+    customer may appear once per campaign. A log without `propensity` is taken as randomised with the arm
+    shares it shows (per campaign)."""
+    frames = []
+    for path in paths:
+        frame = read_table(path)
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise DataError(f"{path}: column(s) {', '.join(map(repr, missing))} not found; "
+                            f"columns are: {', '.join(map(str, frame.columns))}")
+        if len(paths) > 1 and CAMPAIGN_ID_COLUMN not in frame.columns:
+            frame = frame.assign(**{CAMPAIGN_ID_COLUMN: Path(path).stem})
+        logged = PROPENSITY_COLUMN in frame.columns
+        frames.append(frame.assign(_logged=logged))
+    if len(frames) == 1:
+        frame = frames[0]
+    else:
+        ids = [set(f[CAMPAIGN_ID_COLUMN].astype(str)) for f in frames]
+        shared = sorted({c for i, a in enumerate(ids) for b in ids[i + 1:] for c in a & b})
+        if shared:
+            raise DataError(f"--campaign: campaign id(s) {', '.join(map(repr, shared[:3]))} appear in more than one "
+                            f"file; give each campaign its own campaign_id")
+        frame = pd.concat(frames, ignore_index=True)
+    logged = frame.pop("_logged").to_numpy(dtype=bool)
+    return frame, logged
+
+
+def observed_shares(arm: np.ndarray, campaign: np.ndarray | None, n_arms: int) -> np.ndarray:
+    """Each row's arm share in its campaign: the propensity of a randomised campaign."""
+    out = np.empty(len(arm))
+    groups = np.zeros(len(arm), dtype=np.int64) if campaign is None else np.unique(campaign, return_inverse=True)[1]
+    for g in np.unique(groups):
+        on = groups == g
+        shares = np.bincount(arm[on] + 1, minlength=n_arms + 1) / on.sum()
+        out[on] = shares[arm[on] + 1]
+    return out
 
 
 def load_campaign(config: UpliftConfig) -> CampaignData:
     """Read, check against the catalogue, join point-in-time features, encode arms and outcomes."""
-    frame = read_table(config.campaign)
     needed = [config.treatment_col, config.outcome] + ([config.revenue_col] if config.revenue_col else [])
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-        raise DataError(f"{config.campaign}: column(s) {', '.join(map(repr, missing))} not found; "
-                        f"columns are: {', '.join(map(str, frame.columns))}")
+    frame, logged = read_campaigns([config.campaign, *config.more_campaigns], needed)
     if config.control != config.catalog.control:
         raise DataError(f"--control {config.control!r} differs from the catalogue's control "
                         f"{config.catalog.control!r}")
@@ -178,15 +236,15 @@ def load_campaign(config: UpliftConfig) -> CampaignData:
         if revenue_values.isna().any():
             raise DataError(f"column {config.revenue_col!r}: revenue must be a number for every row")
         revenue = revenue_values.to_numpy(dtype=np.float64)
-    if PROPENSITY_COLUMN in frame.columns:
-        propensity = pd.to_numeric(frame[PROPENSITY_COLUMN], errors="coerce").to_numpy(dtype=np.float64)
-        if np.isnan(propensity).any() or not np.all((propensity > 0) & (propensity <= 1)):
+    propensity = observed_shares(arm, frame[CAMPAIGN_ID_COLUMN].astype(str).to_numpy()
+                                 if CAMPAIGN_ID_COLUMN in frame.columns else None, len(config.catalog.arms))
+    if logged.any():
+        given = pd.to_numeric(frame.loc[logged, PROPENSITY_COLUMN], errors="coerce").to_numpy(dtype=np.float64)
+        if np.isnan(given).any() or not np.all((given > 0) & (given <= 1)):
             raise DataError(f"column {PROPENSITY_COLUMN!r}: propensities must be in (0, 1]")
-    else:
-        shares = np.bincount(arm + 1, minlength=len(config.catalog.arms) + 1) / len(arm)
-        propensity = shares[arm + 1]
+        propensity[logged] = given
     reserved = {config.treatment_col, config.outcome, config.revenue_col, config.id_col, PROPENSITY_COLUMN,
-                CAMPAIGN_DATE_COLUMN}
+                CAMPAIGN_DATE_COLUMN, CAMPAIGN_ID_COLUMN}
     built: list[str] = []
     if config.transactions is not None:
         frame, built = _join_transaction_features(frame, config)

@@ -130,7 +130,8 @@ def _description(config: UpliftConfig, data: CampaignData, learner: str, validat
                  registered: dict | None) -> str:
     net = validation["net_policy_value"]
     best_arm = max(config.catalog.arms, key=lambda a: net[f"all:{a}"])
-    text = (f"Uplift model from {config.campaign.name}: {len(data.frame):,} customers, arms "
+    sources = ", ".join(p.name for p in (config.campaign, *config.more_campaigns))
+    text = (f"Uplift model from {sources}: {len(data.frame):,} rows, arms "
             f"{', '.join(config.catalog.arms)} against {config.control!r}, outcome {config.outcome!r}"
             f"{f' (revenue {config.revenue_col!r})' if config.revenue_col else ''}; {len(data.features)} features."
             f"\n\nLearner {learner}, tuned by Optuna. On the {validation['n']:,} validation customers the model's "
@@ -158,7 +159,7 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
     with mlflow.start_run(run_name="uplift") as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.set_tags({**reproducibility_tags(), "command": "train uplift", "outcome": config.outcome})
         log_params({
-            "campaign": str(config.campaign), "treatment_col": config.treatment_col, "control": config.control,
+            "campaign": ",".join(str(p) for p in (config.campaign, *config.more_campaigns)), "treatment_col": config.treatment_col, "control": config.control,
             "outcome": config.outcome, "revenue_col": config.revenue_col, "features": ",".join(data.features),
             "as_of": None if config.as_of is None else str(config.as_of.date()), "seed": config.seed,
             "trials": config.trials, "timeout": config.timeout, "learners": ",".join(learners),
@@ -199,7 +200,8 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
                     "treatment_col": config.treatment_col, "id_col": config.id_col}
         evaluated = fit_runtime(X[train_rows], data.arm[train_rows], data.y[train_rows], encoder, config.catalog,
                                 learner, params, config.seed,
-                                None if data.revenue is None else data.revenue[train_rows], metadata)
+                                None if data.revenue is None else data.revenue[train_rows], metadata,
+                                propensity=data.propensity[train_rows])
         validation, prediction = evaluate_runtime(evaluated, data, test_rows, config)
         _log_validation(validation, prediction, data, test_rows, evaluated, Path(tmp))
         runtime = _refit(data, learner, params, config, metadata) if config.refit else evaluated
@@ -228,7 +230,7 @@ def _refit(data: CampaignData, learner: str, params: dict, config: UpliftConfig,
     truth; benchmarks/uplift_learners.py): 65.3 % of the oracle's net value fitted on 70 %, 69.8 % on all."""
     encoder = FeatureEncoder(data.features).fit(data.frame)
     return fit_runtime(encoder.transform(data.frame), data.arm, data.y, encoder, config.catalog, learner, params,
-                       config.seed, data.revenue, {**metadata, "fitted_on": "all rows"})
+                       config.seed, data.revenue, {**metadata, "fitted_on": "all rows"}, propensity=data.propensity)
 
 
 def _input_example(frame: pd.DataFrame, encoder: FeatureEncoder) -> pd.DataFrame:

@@ -102,7 +102,7 @@ def evaluate(learner: str, params: dict, data: TuningData, encoder: FeatureEncod
     revenue = data.revenue
     for fit, valid in data.folds:
         runtime = fit_runtime(data.X[fit], data.arm[fit], data.y[fit], encoder, catalog, learner, params, seed,
-                              None if revenue is None else revenue[fit])
+                              None if revenue is None else revenue[fit], propensity=data.propensity[fit])
         prediction = runtime.predict(data.X[valid])
         uplift[valid] = prediction.uplift
         terms[valid] = decision_terms(prediction, data.y[valid], None if revenue is None else revenue[valid],
