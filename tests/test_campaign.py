@@ -271,3 +271,27 @@ def test_logged_propensities_change_the_fitted_learners():
                          propensity=np.where(frame["x"] > 1, 0.05, 0.9))
     assert np.array_equal(plain.predict(X).uplift, same.predict(X).uplift)
     assert not np.allclose(plain.predict(X).uplift, logged.predict(X).uplift)
+
+
+def test_one_stacked_file_takes_arm_shares_for_a_campaign_without_logged_propensities(tmp_path):
+    from training.uplift.data import UpliftConfig, load_campaign
+
+    rng = np.random.default_rng(1)
+    n = 800
+    first = pd.DataFrame({"customer_id": np.arange(n), "campaign_id": "c1", "x": rng.normal(size=n),
+                          "incentive": rng.choice([CONTROL, *ARMS], n, p=[0.4, 0.2, 0.2, 0.2]),
+                          "converted": rng.integers(0, 2, n)})
+    second = first.assign(campaign_id="c2", propensity=0.3)
+    pd.concat([first, second]).to_parquet(tmp_path / "stacked.parquet")
+    config = UpliftConfig(tmp_path / "stacked.parquet", "incentive", CONTROL, "converted", CATALOG,
+                          tmp_path / "c.yaml", None, features=("x",))
+    data = load_campaign(config)
+    shares = first["incentive"].map(first["incentive"].value_counts(normalize=True)).to_numpy()
+    assert np.allclose(data.propensity[:n], shares) and np.allclose(data.propensity[n:], 0.3)
+    second.loc[0, "propensity"] = np.nan  # a logged campaign with a gap is an error
+    pd.concat([first, second]).to_parquet(tmp_path / "gap.parquet")
+    from features.errors import DataError
+
+    with pytest.raises(DataError, match="propensit"):
+        load_campaign(UpliftConfig(tmp_path / "gap.parquet", "incentive", CONTROL, "converted", CATALOG,
+                                   tmp_path / "c.yaml", None, features=("x",)))

@@ -245,14 +245,9 @@ def _plots(result: dict, directory: Path) -> list[Path]:
     ax.bar(x - 0.2, realised, 0.4, yerr=[low, high], capsize=4, label="realised (95 % CI)")
     ax.bar(x + 0.2, [result["arms"][a]["expected_uplift"] or 0.0 for a in arms], 0.4, label="expected by the model")
     ax.set_xticks(x, arms)
-    ax.axhline(0, color="grey", lw=0.8)
     ax.set_ylabel("conversion uplift vs holdout")
-    ax.set_title("Realised vs expected uplift per arm (customers recommended it)")
-    ax.legend()
-    fig.tight_layout()
-    paths.append(directory / "uplift_per_arm.png")
-    fig.savefig(paths[-1], dpi=100)
-    plt.close(fig)
+    paths.append(_save(fig, ax, "Realised vs expected uplift per arm (customers recommended it)",
+                       directory / "uplift_per_arm.png"))
     if result["calibration"]:
         fig, ax = plt.subplots(figsize=(7, 4))
         cal = result["calibration"]
@@ -261,16 +256,23 @@ def _plots(result: dict, directory: Path) -> list[Path]:
         ax.errorbar(d, [c["realised"] for c in cal],
                     yerr=[[c["realised"] - c["ci_low"] for c in cal], [c["ci_high"] - c["realised"] for c in cal]],
                     fmt="s-", capsize=3, label="realised (model vs holdout, 95 % CI)")
-        ax.axhline(0, color="grey", lw=0.8)
         ax.set_xlabel("decile of expected_net_value")
         ax.set_ylabel("net value per customer")
-        ax.set_title("Realised net value by decile of expected net value")
-        ax.legend()
-        fig.tight_layout()
-        paths.append(directory / "net_value_by_decile.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+        paths.append(_save(fig, ax, "Realised net value by decile of expected net value",
+                           directory / "net_value_by_decile.png"))
     return paths
+
+
+def _save(fig, ax, title: str, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def log_campaign(result: dict, plan: pd.DataFrame, plan_path: Path, tracking) -> str:

@@ -10,7 +10,8 @@ model's own decisions are deployed, only the holdout and the exploration keep ev
 - exploration: an `explore_share` of all customers (seeded draw among the others) gets an arm drawn
   uniformly from every arm, "send nothing" included;
 - model: the others get the recommendation, subject to `max_sends` / `budget` (the rules of
-  `winback recommend`, applied to the model group's sends);
+  `winback recommend`, applied to the model group's sends; in the other groups' propensities the model's
+  share goes to the uncapped recommendation, as whether a cap would have cut them depends on the draw);
 - suppressed: a customer contacted in the last `min_days_between_contacts` days (earlier plans) is sent
   nothing, whatever group the draws put it in (holdout excepted), with propensity 1 for "send nothing".
 """

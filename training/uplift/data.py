@@ -236,8 +236,12 @@ def load_campaign(config: UpliftConfig) -> CampaignData:
         if revenue_values.isna().any():
             raise DataError(f"column {config.revenue_col!r}: revenue must be a number for every row")
         revenue = revenue_values.to_numpy(dtype=np.float64)
-    propensity = observed_shares(arm, frame[CAMPAIGN_ID_COLUMN].astype(str).to_numpy()
-                                 if CAMPAIGN_ID_COLUMN in frame.columns else None, len(config.catalog.arms))
+    campaigns = frame[CAMPAIGN_ID_COLUMN].astype(str).to_numpy() if CAMPAIGN_ID_COLUMN in frame.columns else None
+    propensity = observed_shares(arm, campaigns, len(config.catalog.arms))
+    if logged.any() and campaigns is not None:
+        # a stacked table whose randomised campaigns have no logged propensity: their arm shares stand in
+        blank = pd.to_numeric(frame[PROPENSITY_COLUMN], errors="coerce").isna()
+        logged = logged & ~blank.groupby(campaigns).transform("all").to_numpy()
     if logged.any():
         given = pd.to_numeric(frame.loc[logged, PROPENSITY_COLUMN], errors="coerce").to_numpy(dtype=np.float64)
         if np.isnan(given).any() or not np.all((given > 0) & (given <= 1)):
