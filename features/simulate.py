@@ -58,8 +58,9 @@ class Simulation:
     campaign_date: pd.Timestamp = field(default=CAMPAIGN_DATE)
 
 
-def simulate(customers: int = 5000, seed: int = 0, future_days: int = 0) -> Simulation:
-    """Simulate `customers` customers; `future_days` > 0 adds their natural purchases after the history.
+def simulate(customers: int = 5000, seed: int = 0, future_days: int = 0, shift: float = 0.0) -> Simulation:
+    """Simulate `customers` customers; `future_days` > 0 adds their natural purchases after the history;
+    `shift` > 0 changes the population (see `draw_population`) to demonstrate drift.
 
     The campaign and truth do not depend on `future_days`: the same seed gives the same frames.
     """
@@ -74,7 +75,9 @@ def simulate(customers: int = 5000, seed: int = 0, future_days: int = 0) -> Simu
     window_end = end + CONVERSION_DAYS
     season = purchases.seasonality(HISTORY_START, HISTORY_DAYS + max(CHURN_DAYS, CONVERSION_DAYS, future_days))
     cumulative = purchases.cumulative_intensity(season)
-    pop = draw_population(population_rng, customers, cumulative, HISTORY_DAYS)
+    if not 0.0 <= shift <= 5.0:
+        raise DataError(f"shift: must be between 0 and 5, got {shift}")
+    pop = draw_population(population_rng, customers, cumulative, HISTORY_DAYS, shift)
     rate = pop.purchase_rate
 
     first = (np.arange(customers), pop.join)

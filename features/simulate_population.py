@@ -75,15 +75,20 @@ def draw_joins(rng: np.random.Generator, n: int, cumulative: np.ndarray, history
     return np.interp(rng.random(n) * grid[-1], grid, np.arange(history_days + 1, dtype=float))
 
 
-def draw_population(rng: np.random.Generator, n: int, cumulative: np.ndarray, history_days: int) -> Population:
-    """Hidden parameters first, then the profile drawn from them with noise."""
+def draw_population(rng: np.random.Generator, n: int, cumulative: np.ndarray, history_days: int,
+                    shift: float = 0.0) -> Population:
+    """Hidden parameters first, then the profile drawn from them with noise.
+
+    `shift` > 0 draws a changed population from the same random numbers (0 changes nothing): purchase
+    rates × e^(−1.5·shift), drop-out rates × e^shift, spend levels × e^shift, and the app channel's
+    logit + 3·shift (a channel-mix move) — for demonstrating drift and decay."""
     join = draw_joins(rng, n, cumulative, history_days)
     age = np.clip(np.round(rng.normal(44, 14, n)), 18, 85).astype(np.int64)
     region = rng.choice(len(REGIONS), size=n, p=REGION_SHARES)
-    rate = rng.gamma(RATE_SHAPE, MEAN_RATE / RATE_SHAPE, n) * REGION_RATE[region]
-    dropout = rng.gamma(DROPOUT_SHAPE, MEAN_DROPOUT / DROPOUT_SHAPE, n)
+    rate = rng.gamma(RATE_SHAPE, MEAN_RATE / RATE_SHAPE, n) * REGION_RATE[region] * np.exp(-1.5 * shift)
+    dropout = rng.gamma(DROPOUT_SHAPE, MEAN_DROPOUT / DROPOUT_SHAPE, n) * np.exp(shift)
     death = join + rng.exponential(1.0, n) / dropout
-    spend = MEDIAN_SPEND * np.exp(0.006 * (age - 44) + rng.normal(0, 0.45, n))
+    spend = MEDIAN_SPEND * np.exp(0.006 * (age - 44) + rng.normal(0, 0.45, n) + shift)
 
     engagement = 0.6 * np.log(rate / MEAN_RATE) - 0.4 * np.log(dropout / MEAN_DROPOUT)
     loyalty = rng.random(n) < sigmoid(-0.5 + engagement + rng.normal(0, 0.8, n))
@@ -94,7 +99,7 @@ def draw_population(rng: np.random.Generator, n: int, cumulative: np.ndarray, hi
 
     category = rng.choice(len(CATEGORIES), size=n, p=CATEGORY_SHARES)
     age_z = (age - 44) / 14
-    channel_logits = np.column_stack([np.zeros(n), 0.6 * age_z, -0.2 - 0.8 * age_z])
+    channel_logits = np.column_stack([np.zeros(n), 0.6 * age_z, -0.2 - 0.8 * age_z + 3 * shift])
     channel = gumbel_choice(rng, channel_logits)
     signup = np.where(rng.random(n) < 0.6, channel, rng.integers(0, len(SIGNUP_CHANNELS), n))
 

@@ -23,6 +23,10 @@ echo "== batch churn scores from the champion"
 $WB score --model models:/winback-churn@champion --transactions "$OUT/data/transactions.parquet" \
     --profiles "$OUT/data/customers.parquet" --as-of 2025-12-31 --output "$OUT/churn_scores.parquet"
 
+echo "== monitoring: today's customers against the churn model's reference (exit 3 would mean drift)"
+$WB monitor --model models:/winback-churn@champion --features "$OUT/features.parquet" \
+    --json-out "$OUT/monitor.json" --html-out "$OUT/monitor.html"
+
 echo "== uplift: which incentive to send (Optuna-tuned, tracked in MLflow, registered as winback-uplift@champion)"
 $WB train uplift --campaign "$OUT/data/campaign.parquet" --treatment-col incentive --control no_contact \
     --outcome converted --transactions "$OUT/data/transactions.parquet" --profiles "$OUT/data/customers.parquet" \

@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse
 
 from features.errors import DataError
 from serving.api import model_store, online
+from serving.api.metrics import ServiceMetrics
 from serving.api.asgi import (LOGGER, RequestGuard, accept_one_connection_per_wakeup, cancel_request_timers,
                           complete_openapi, refuse)
 from serving.api.schemas import (Customer, ModelInfo, RecommendRequest, RecommendResponse, ScoreRequest,
@@ -45,12 +46,14 @@ class ServiceSettings:
     api_token: str | None = None
     features_path: str | None = None
     startup_error_file: str | None = None  # set by `winback serve`: where a worker that cannot start says why
+    prediction_metrics: bool = True  # WINBACK_PREDICTION_METRICS=off leaves /metrics with BentoML's own only
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "ServiceSettings":
         env = os.environ if environ is None else environ
         return cls(api_token=env.get("WINBACK_API_TOKEN") or None, features_path=env.get("WINBACK_FEATURES") or None,
-                   startup_error_file=env.get("WINBACK_STARTUP_ERROR_FILE") or None)
+                   startup_error_file=env.get("WINBACK_STARTUP_ERROR_FILE") or None,
+                   prediction_metrics=env.get("WINBACK_PREDICTION_METRICS", "on").lower() not in {"off", "0", "false"})
 
 
 class StartupError(RuntimeError):
@@ -169,6 +172,11 @@ class Winback:
             arms=self.uplift.arms, control=self.uplift.control,
             feature_snapshot=self.settings.features_path, snapshot_customers=len(self.snapshot or ()))
         self._big_requests = anyio.CapacityLimiter(2)
+        self.metrics = None
+        if self.settings.prediction_metrics:
+            self.metrics = ServiceMetrics.for_process(self.churn.encoder.features_, self.uplift.encoder.features_,
+                                                      [*self.uplift.arms, self.uplift.control])
+            self.metrics.describe_models([dict(m) for m in self.info.models])
 
     @bentoml.on_startup
     def _freeze_startup_objects(self) -> None:
@@ -181,7 +189,7 @@ class Winback:
     async def score(self, customers: list[Customer]) -> ScoreResponse:
         """Churn probability, risk tier, lifecycle stage, value tier and the top 3 reasons (TreeSHAP)."""
         return await self._answer("/score", len(customers), lambda: ScoreResponse(
-            scores=online.score_rows(self.churn, customers, self.snapshot)))
+            scores=online.score_rows(self.churn, customers, self.snapshot, self.metrics)))
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     async def recommend(self, customers: list[Customer], max_sends: int | None = None,
@@ -190,7 +198,7 @@ class Winback:
         `max_sends` / `budget`, only the sends that fit the caps."""
         return await self._answer("/recommend", len(customers), lambda: RecommendResponse(
             recommendations=online.recommend_rows(self.churn, self.uplift, customers, self.snapshot, max_sends,
-                                                  budget)))
+                                                  budget, self.metrics)))
 
     @info_app.get("/model-info", response_model=ModelInfo)
     async def model_info(self) -> ModelInfo:

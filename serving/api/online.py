@@ -164,9 +164,14 @@ def recommend_columns(churn: ChurnRuntime, uplift: UpliftRuntime, X_churn: np.nd
 
 
 def score_rows(churn: ChurnRuntime, customers: Sequence[CustomerLike],
-               snapshot: FeatureSnapshot | None = None) -> list[dict]:
-    """Request customers → score dicts (the `/score` contract), in request order."""
-    cols = score_columns(churn, encode_customers(customers, churn.encoder, snapshot))
+               snapshot: FeatureSnapshot | None = None, metrics=None) -> list[dict]:
+    """Request customers → score dicts (the `/score` contract), in request order; `metrics`
+    (`serving.api.metrics.ServiceMetrics`) counts the inputs and answers."""
+    X = encode_customers(customers, churn.encoder, snapshot)
+    cols = score_columns(churn, X)
+    if metrics is not None:
+        metrics.inputs(churn.encoder, X, [c.features for c in customers])
+        metrics.scores(cols.churn_probability)
     p = cols.churn_probability.tolist()
     return [{"customer_id": c.customer_id, "churn_probability": p[i], "risk_tier": cols.risk_tier[i],
              "lifecycle_stage": cols.lifecycle_stage[i], "value_tier": cols.value_tier[i],
@@ -176,12 +181,20 @@ def score_rows(churn: ChurnRuntime, customers: Sequence[CustomerLike],
 
 def recommend_rows(churn: ChurnRuntime, uplift: UpliftRuntime, customers: Sequence[CustomerLike],
                    snapshot: FeatureSnapshot | None = None, max_sends: int | None = None,
-                   budget: float | None = None) -> list[dict]:
-    """Request customers → recommendation dicts (the `/recommend` contract), in request order."""
+                   budget: float | None = None, metrics=None) -> list[dict]:
+    """Request customers → recommendation dicts (the `/recommend` contract), in request order; `metrics`
+    counts the inputs and answers."""
     X_churn = encode_customers(customers, churn.encoder, snapshot)
-    X_uplift = X_churn if _same_encoding(churn.encoder, uplift.encoder) \
-        else encode_customers(customers, uplift.encoder, snapshot)
+    same = _same_encoding(churn.encoder, uplift.encoder)
+    X_uplift = X_churn if same else encode_customers(customers, uplift.encoder, snapshot)
     cols = recommend_columns(churn, uplift, X_churn, X_uplift, max_sends=max_sends, budget=budget)
+    if metrics is not None:
+        records = [c.features for c in customers]
+        metrics.inputs(churn.encoder, X_churn, records)
+        if not same:
+            metrics.inputs(uplift.encoder, X_uplift, records)
+        metrics.scores(cols.churn_probability)
+        metrics.recommendations(cols.incentive)
     arms, up = cols.arms, cols.uplift.tolist()
     value, p = cols.expected_net_value.tolist(), cols.churn_probability.tolist()
     return [{"customer_id": c.customer_id, "incentive": cols.incentive[i], "expected_net_value": value[i],

@@ -18,6 +18,7 @@ import pandas as pd
 from features.errors import DataError
 from serving.runtime.boosters import BoosterCaller
 from serving.runtime.encoding import FeatureEncoder
+from serving.runtime.reference import load_reference, save_reference
 from serving.runtime import linear as linear_model
 
 FORMAT_VERSION = 1
@@ -89,6 +90,7 @@ class ChurnRuntime:
         self.value_tier_thresholds = value_tier_thresholds
         self.segment_config = segment_config
         self.metadata = metadata or {}
+        self.reference: dict | None = None  # drift reference (serving.monitoring.drift), set at training
         self.scorer = scorer or {"kind": "lightgbm"}
         self.linear = linear
         if self.scorer["kind"] not in linear_model.SCORERS:
@@ -114,6 +116,7 @@ class ChurnRuntime:
             "linear": self.linear,
         }
         (target / RUNTIME_FILE).write_text(json.dumps(doc, indent=2, default=str))
+        save_reference(target, self.reference)
         return target
 
     @classmethod
@@ -125,13 +128,15 @@ class ChurnRuntime:
         if doc.get("format_version") != FORMAT_VERSION:
             raise DataError(f"{source}: runtime format {doc.get('format_version')} is not {FORMAT_VERSION}")
         tiers = doc.get("value_tier_thresholds")
-        return cls(encoder=FeatureEncoder.from_dict(doc["encoder"]),
-                   booster_model=(source / BOOSTER_FILE).read_text(),
-                   calibration=doc["calibration"], risk_thresholds=doc["risk_thresholds"],
-                   horizon_days=doc.get("horizon_days"),
-                   value_tier_thresholds=tuple(tiers) if tiers else None,
-                   segment_config=doc.get("segment_config"), metadata=doc.get("metadata") or {},
-                   scorer=doc.get("scorer"), linear=doc.get("linear"))
+        runtime = cls(encoder=FeatureEncoder.from_dict(doc["encoder"]),
+                      booster_model=(source / BOOSTER_FILE).read_text(),
+                      calibration=doc["calibration"], risk_thresholds=doc["risk_thresholds"],
+                      horizon_days=doc.get("horizon_days"),
+                      value_tier_thresholds=tuple(tiers) if tiers else None,
+                      segment_config=doc.get("segment_config"), metadata=doc.get("metadata") or {},
+                      scorer=doc.get("scorer"), linear=doc.get("linear"))
+        runtime.reference = load_reference(source)
+        return runtime
 
     # -- prediction ------------------------------------------------------------------------------
     @property

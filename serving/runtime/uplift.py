@@ -36,6 +36,7 @@ from serving.runtime.boosters import BoosterCaller
 from serving.runtime.catalog import Catalog
 from serving.runtime.decision import CONTROL, chosen_values, decide, net_values
 from serving.runtime.encoding import FeatureEncoder
+from serving.runtime.reference import load_reference, save_reference
 
 RUNTIME_FILE = "runtime.json"
 FORMAT_VERSION = 1
@@ -78,6 +79,7 @@ class UpliftRuntime:
         self.boosters = {name: b if isinstance(b, lgb.Booster) else lgb.Booster(model_str=b)
                          for name, b in boosters.items()}
         self.metadata = dict(metadata or {})
+        self.reference: dict | None = None  # drift reference (serving.monitoring.drift), set at training
         self._callers = {name: BoosterCaller(b) for name, b in self.boosters.items()}
 
     @property
@@ -193,6 +195,7 @@ class UpliftRuntime:
         spec = {"format": FORMAT_VERSION, "encoder": self.encoder.to_dict(), "catalog": self.catalog.to_dict(),
                 "recipes": self.recipes, "boosters": files, "metadata": self.metadata}
         (d / RUNTIME_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True))
+        save_reference(d, self.reference)
         return d
 
     @classmethod
@@ -202,8 +205,10 @@ class UpliftRuntime:
         if spec.get("format") != FORMAT_VERSION:
             raise ValueError(f"{d}: unsupported uplift runtime format {spec.get('format')!r}")
         boosters = {name: lgb.Booster(model_file=str(d / file)) for name, file in spec["boosters"].items()}
-        return cls(FeatureEncoder.from_dict(spec["encoder"]), Catalog.from_dict(spec["catalog"]),
-                   spec["recipes"], boosters, spec.get("metadata"))
+        runtime = cls(FeatureEncoder.from_dict(spec["encoder"]), Catalog.from_dict(spec["catalog"]),
+                      spec["recipes"], boosters, spec.get("metadata"))
+        runtime.reference = load_reference(d)
+        return runtime
 
 
 def find_runtime_dir(root: str | Path) -> Path:

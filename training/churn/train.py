@@ -20,6 +20,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from features.errors import DataError
+from serving.monitoring.drift import build_reference, calibration_by_decile
 from serving.runtime.churn import (ChurnRuntime, apply_calibration, load_churn_runtime, logit, segment_config_dict,
                                    stack_terms)
 from serving.runtime.encoding import FeatureEncoder
@@ -331,7 +332,18 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
                       "snapshot_dates": data.description.get("snapshot_dates"),
                       "target": data.description.get("target"), "validation_auc": validation["auc"]})
 
-        test = classification_summary(data.y_test, runtime.predict_proba(encoder.transform(data.test)))
+        p_test = runtime.predict_proba(encoder.transform(data.test))
+        test = classification_summary(data.y_test, p_test)
+        # drift reference: the customers the model scores first (every customer as of the cutoff; labelled
+        # snapshots are a horizon older, so their tenure and recency differ by construction) — for a table,
+        # the test slice — and the test figures that realised outcomes are held to
+        latest = data.latest_features
+        scored = latest if latest is not None and set(encoder.features_) <= set(latest.columns) else data.test
+        runtime.reference = build_reference(scored[encoder.features_], list(encoder.categories_),
+                                            {"churn_probability": runtime.predict_proba(encoder.transform(scored))},
+                                            {"auc": test["auc"], "log_loss": test["logloss"], "rows": test["n"],
+                                             "positive_rate": test["churn_rate"],
+                                             "calibration": calibration_by_decile(data.y_test, p_test)})
         mlflow.log_metrics({f"validation_{k}": v for k, v in validation.items()})
         mlflow.log_metrics({f"test_{k}": v for k, v in test.items()})
         mlflow.log_metric("validation_booster_auc", _nan_safe_auc(y_valid, fitted.raw_valid))  # before the stack

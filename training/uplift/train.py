@@ -18,7 +18,9 @@ import pandas as pd
 from features.errors import DataError
 from features.io import write_text_atomic
 from serving.batch.recommend import ID_COLUMN, recommendation_frame
+from serving.monitoring.drift import build_reference
 from serving.runtime.catalog import dump_catalog
+from serving.runtime.decision import chosen_values
 from serving.runtime.encoding import FeatureEncoder
 from serving.runtime.uplift import UpliftRuntime, load_uplift_runtime
 from training.promotion import (Comparison, NotComparable, kind_differences, load_champion, register_and_promote,
@@ -205,6 +207,7 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
         validation, prediction = evaluate_runtime(evaluated, data, test_rows, config)
         _log_validation(validation, prediction, data, test_rows, evaluated, Path(tmp))
         runtime = _refit(data, learner, params, config, metadata) if config.refit else evaluated
+        runtime.reference = uplift_reference(runtime, data.frame.iloc[test_rows], validation)
         mlflow.log_param("fitted_on", "all rows" if config.refit else "training split")
 
         info = _log_model(runtime, _input_example(data.frame.iloc[train_rows], encoder), Path(tmp))
@@ -221,6 +224,18 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
     if config.json_out is not None:
         write_text_atomic(config.json_out, json.dumps(result, indent=2))
     return result
+
+
+def uplift_reference(runtime: UpliftRuntime, frame: pd.DataFrame, validation: dict) -> dict:
+    """Drift reference on the validation rows: their features, the share of each recommended arm and the
+    distribution of expected_net_value under the shipped model."""
+    prediction = runtime.predict(runtime.encoder.transform(frame))
+    names = np.array([*runtime.arms, runtime.control], dtype=object)
+    decision = names[np.where(prediction.decision < 0, len(runtime.arms), prediction.decision)]
+    return build_reference(frame[runtime.encoder.features_], list(runtime.encoder.categories_),
+                           {"recommended_incentive": decision,
+                            "expected_net_value": chosen_values(prediction.net_value, prediction.decision)},
+                           {"net_policy_value": validation["net_policy_value"]["model"], "rows": validation["n"]})
 
 
 def _refit(data: CampaignData, learner: str, params: dict, config: UpliftConfig, metadata: dict) -> UpliftRuntime:
