@@ -61,7 +61,7 @@ def test_score_with_a_model_uri_that_does_not_exist_exits_2(tmp_path, monkeypatc
 
 @pytest.mark.parametrize("args,message", [
     (["--transactions", "tx.csv"], "--as-of"),
-    (["--transactions", "tx.csv", "--as-of", "2024-06-30", "--table", "tx.csv"], "either"),
+    (["--transactions", "tx.csv", "--as-of", "2024-06-30", "--table", "tx.csv"], "give one of"),
     (["--transactions", "tx.csv", "--as-of", "30/06/2024"], "--as-of"),
 ])
 def test_score_refuses_inconsistent_options_with_exit_2(tmp_path, monkeypatch, args, message):

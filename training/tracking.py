@@ -90,6 +90,20 @@ def explicit_signature():
         yield
 
 
+def loose_signature(example: pd.DataFrame, output: pd.DataFrame, optional: tuple[str, ...] = ("customer_id",)):
+    """A pyfunc signature whose input columns are typed `Any` (`optional` ones not required).
+
+    MLflow still rejects a missing feature column, while types stay the encoder's to check: MLflow's own
+    check refuses int64 for double and pandas categories for string, both normal in the table
+    `winback features build` writes (and in Spark frames given to `mlflow.pyfunc.spark_udf`)."""
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    inferred = infer_signature(example, output)
+    inputs = Schema([ColSpec(AnyType(), c.name, required=c.name not in optional) for c in inferred.inputs.inputs])
+    return ModelSignature(inputs, inferred.outputs)
+
+
 def frame_hash(*frames: pd.DataFrame | None) -> str:
     """A stable content hash of input tables (values, columns and order), logged with every run."""
     digest = hashlib.sha256()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from winback import cli_spark
 from winback.cli_common import (MKDIR_HELP, check_output, console, flag, handle_errors, parse_date, print_registered,
                                 progress)
 
@@ -164,30 +165,48 @@ def score_command(
     as_of: str | None = typer.Option(None, "--as-of", help="YYYY-MM-DD: score customers as of this date."),
     table: Path | None = typer.Option(None, "--table", help="Customer table (for models trained with --table)."),
     id_col: str | None = typer.Option(None, "--id-col", help="Customer id column of --table."),
+    features: Path | None = typer.Option(None, "--features", help="Feature table (output of `winback features "
+                                         "build`: customer_id + features); with --engine spark a Parquet directory "
+                                         "too."),
+    engine: str = cli_spark.engine_option(),
+    spark_master: str | None = cli_spark.master_option(),
     mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Churn probability, risk tier, lifecycle stage, value tier and value at risk per customer."""
     from features.errors import DataError
     from features.io import table_format
 
-    if (transactions is None) == (table is None):
-        raise DataError("give either --transactions (with --as-of) or --table")
+    if sum(x is not None for x in (transactions, table, features)) != 1:
+        raise DataError("give one of --transactions (with --as-of), --table or --features")
     if transactions is not None and as_of is None:
         raise DataError("--transactions needs --as-of")
-    table_format(output)
+    spark = cli_spark.check_engine(engine)
+    if spark and features is None:
+        raise DataError("--engine spark scores a feature table: give --features (build it with "
+                        "`winback features build --engine spark`)")
+    if not spark:
+        table_format(output)
     check_output(output, "--output", mkdir)
     day = parse_date(as_of, "--as-of") if transactions is not None else None
-    from serving.batch.score import score_table, score_transactions
+    from serving.batch.score import score_feature_table, score_table, score_transactions
     from serving.runtime.churn import load_churn_runtime
 
     _quiet_mlflow()
     runtime = load_churn_runtime(model)
+    if spark:
+        rows = cli_spark.score(spark_master, runtime, features, output)
+        console.print(f"wrote {rows:,} scored customers to {output} (Parquet directory; Spark; model {model})",
+                      highlight=False)
+        return
     with progress() as bar:
         task = bar.add_task("scoring", total=None)
         advance = lambda n: bar.advance(task, n)  # noqa: E731
         if transactions is not None:
             rows = score_transactions(runtime, _read_transactions(transactions, as_of=day), day, output,
                                       _read_profiles(profiles), on_chunk=advance)
+        elif features is not None:
+            rows = score_feature_table(runtime, _read_customer_table(features, "customer_id"), output,
+                                       on_chunk=advance)
         else:
             rows = score_table(runtime, _read_customer_table(table, id_col), output, id_col, on_chunk=advance)
     version = runtime.metadata.get("model_version")

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd  # already loaded by cli_common
 import typer
 
+from winback import cli_spark
 from winback.cli_common import MKDIR_HELP, check_output, console, flag, handle_errors, parse_date
 
 
@@ -22,6 +23,18 @@ def _read(path: Path, id_col: str):
 FILE_TIER = "value_tier_in_file"  # value tier by this file's quantiles: not the rule a model stores
 
 
+def _segment_rule(model: str):
+    """(SegmentConfig, value-tier thresholds) stored with a churn model."""
+    from features.errors import DataError
+    from features.segment import SegmentConfig
+    from serving.runtime.churn import load_churn_runtime
+
+    runtime = load_churn_runtime(model)
+    if not runtime.has_segments or runtime.value_tier_thresholds is None:
+        raise DataError(f"--model: {model!r} was trained on a customer table; it has no value-tier rule")
+    return SegmentConfig(**runtime.segment_config), tuple(runtime.value_tier_thresholds)
+
+
 def build_command(
     transactions: Path = typer.Option(..., "--transactions", help="Purchases: .csv or .parquet, one row per purchase."),
     as_of: str = typer.Option(..., "--as-of", help="Cutoff date YYYY-MM-DD (inclusive); later purchases are ignored."),
@@ -33,6 +46,8 @@ def build_command(
     allow_refunds: bool = flag("--allow-refunds", "Accept negative amounts as refunds."),
     model: str | None = typer.Option(None, "--model", help="Churn model URI: value tiers with its stored thresholds "
                                      "(the rule /score and `winback score` use), written as value_tier."),
+    engine: str = cli_spark.engine_option(),
+    spark_master: str | None = cli_spark.master_option(),
     mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Build point-in-time features with lifecycle stage and value tier, one row per customer.
@@ -45,23 +60,24 @@ def build_command(
     from features.segment import segment
 
     cutoff = parse_date(as_of, "--as-of")
-    table_format(output)
+    spark = cli_spark.check_engine(engine)
+    if not spark:
+        table_format(output)
     check_output(output, "--output", mkdir)
+    rule = _segment_rule(model) if model is not None else None
+    if spark:
+        rows = cli_spark.features_build(spark_master, transactions, profiles, cutoff, output, id_col, time_col,
+                                        amount_col, allow_refunds, rule, FILE_TIER)
+        console.print(f"wrote {rows:,} customers to {output} (Parquet directory; Spark; as of {cutoff.date()})",
+                      highlight=False)
+        return
     raw = _read(transactions, id_col)
     tx = normalize_transactions(raw, id_col=id_col, time_col=time_col, amount_col=amount_col,
                                 allow_refunds=allow_refunds, as_of=cutoff)
     attributes = normalize_profiles(_read(profiles, id_col), id_col=id_col) if profiles else None
     features = build_features(tx, cutoff, attributes)
-    if model is not None:
-        from features.errors import DataError
-        from features.segment import SegmentConfig
-        from serving.runtime.churn import load_churn_runtime
-
-        runtime = load_churn_runtime(model)
-        if not runtime.has_segments or runtime.value_tier_thresholds is None:
-            raise DataError(f"--model: {model!r} was trained on a customer table; it has no value-tier rule")
-        segmented = segment(features, SegmentConfig(**runtime.segment_config),
-                            thresholds=tuple(runtime.value_tier_thresholds))
+    if rule is not None:
+        segmented = segment(features, rule[0], thresholds=rule[1])
     else:
         segmented = segment(features).rename(columns={"value_tier": FILE_TIER})
     write_table(segmented.reset_index(), output)

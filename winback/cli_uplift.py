@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from features.errors import DataError
+from winback import cli_spark
 from winback.cli_common import (MKDIR_HELP, check_output, console, fail, flag, handle_errors, parse_date, print_registered,
                                 progress)
 
@@ -105,6 +106,8 @@ def recommend_command(
     max_sends: int | None = typer.Option(None, "--max-sends", help="Send at most this many incentives (the highest net values)."),
     budget: float | None = typer.Option(None, "--budget", help="Total send cost at most this amount (best net value per unit of cost "
                                         "first); with --max-sends both hold."),
+    engine: str = cli_spark.engine_option(),
+    spark_master: str | None = cli_spark.master_option(),
     mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Choose an incentive (or none) per customer; optional send/budget cap over the whole batch."""
@@ -117,7 +120,11 @@ def recommend_command(
         fail(f"--max-sends: must be >= 0, got {max_sends}")
     if budget is not None and budget < 0:
         fail(f"--budget: must be >= 0, got {budget}")
-    table_format(output)
+    spark = cli_spark.check_engine(engine)
+    if spark and (max_sends is not None or budget is not None):
+        fail("--engine spark: --max-sends / --budget need the whole base in one place; use the pandas engine")
+    if not spark:
+        table_format(output)
     check_output(output, "--output", mkdir)
     override = load_catalog(catalog) if catalog else None
     try:
@@ -126,6 +133,10 @@ def recommend_command(
         raise  # already names --model
     except Exception as exc:  # any other failure to read the model is a bad --model value for the user
         fail(f"--model: cannot load {model!r}: {exc}".splitlines()[0])
+    if spark:
+        rows = cli_spark.recommend(spark_master, runtime, input, output, id_col, override)
+        console.print(f"wrote {rows:,} recommendations to {output} (Parquet directory; Spark)", highlight=False)
+        return
     with progress() as bar:
         task = bar.add_task("recommending", total=None)
         summary = recommend(runtime, input, output, id_col=id_col, catalog=override, max_sends=max_sends,

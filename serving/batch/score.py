@@ -98,3 +98,28 @@ def score_table(runtime: ChurnRuntime, table: pd.DataFrame, output: str | os.Pat
             if on_chunk:
                 on_chunk(len(part))
     return rows
+
+
+def score_features(runtime: ChurnRuntime, frame: pd.DataFrame) -> pd.DataFrame:
+    """Scores of a feature table as `winback features build` writes it (customer_id + features): the columns
+    `winback score` writes for the model. The pandas path and the Spark engine both call this."""
+    if "customer_id" not in frame.columns:
+        raise DataError("--features: column 'customer_id' not found (expected the output of `winback features build`)")
+    part = conform_table(frame, runtime)
+    part.index = pd.Index(ids_as_strings(frame["customer_id"], "'customer_id'").to_numpy(), name="customer_id")
+    out = runtime.score_frame(part).reset_index()
+    out["customer_id"] = out["customer_id"].astype(str)
+    return out[TRANSACTION_COLUMNS if runtime.has_segments else TABLE_COLUMNS]
+
+
+def score_feature_table(runtime: ChurnRuntime, table: pd.DataFrame, output: str | os.PathLike,
+                        chunk_rows: int = CHUNK_CUSTOMERS, on_chunk: Callable[[int], None] | None = None) -> int:
+    """`winback score --features F`: score a feature table chunk by chunk, written atomically."""
+    rows = 0
+    with AtomicTableWriter(output) as writer:
+        for start in range(0, len(table), chunk_rows):
+            writer.write(score_features(runtime, table.iloc[start:start + chunk_rows]))
+            rows += min(chunk_rows, len(table) - start)
+            if on_chunk:
+                on_chunk(min(chunk_rows, len(table) - start))
+    return rows

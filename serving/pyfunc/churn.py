@@ -3,8 +3,9 @@
 MLflow executes this file when it loads the model; `set_model` at the bottom names the model object.
 The model's only state is the runtime directory logged as the artifact `runtime`, read by
 `ChurnRuntime.load` — the same code batch scoring and the online service use. Input: a table of the
-runtime's feature columns; output: churn_probability, risk_tier and (transaction models)
-lifecycle_stage, value_tier, value_at_risk.
+runtime's feature columns as `winback features build` writes it (and optionally `customer_id`); output:
+customer_id (when given), churn_probability, risk_tier and (transaction models) lifecycle_stage,
+value_tier, value_at_risk.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ class ChurnPyfunc(PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        return self.runtime.score_frame(frame).reset_index(drop=True)
+        return self.runtime.score_records(frame)
 
 
 mlflow.models.set_model(ChurnPyfunc())

@@ -26,6 +26,7 @@ from serving.runtime.churn import (ChurnRuntime, apply_calibration, load_churn_r
 from serving.runtime.encoding import FeatureEncoder
 from training.churn import report as churn_report
 from serving.runtime.linear import blend
+from serving.batch.recommend import ID_COLUMN as ID
 from training.churn.data import ChurnData
 from training.labels import LABEL
 from training.churn.linear import BLEND_WEIGHTS, fit_linear, predict_linear
@@ -35,7 +36,7 @@ from training.metrics import auc, classification_summary, paired_auc
 from training.promotion import (Comparison, NotComparable, kind_differences, load_champion, register_and_promote,
                                 registry_note)
 from training.tracking import (TrackingSettings, describe_run, explicit_signature, log_dataset, log_params,
-                               reproducibility_tags)
+                               loose_signature, reproducibility_tags)
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds features/, serving/, training/
 PYFUNC_FILE = PACKAGE_ROOT / "serving" / "pyfunc" / "churn.py"
@@ -154,27 +155,34 @@ def _value_tier_setup(data: ChurnData) -> tuple[tuple[float, float] | None, dict
 
 
 def _input_example(frame: pd.DataFrame, encoder: FeatureEncoder) -> pd.DataFrame:
-    example = frame[encoder.features_].head(5).copy()
+    """A few rows as the pyfunc takes them: customer id (optional, passed through) + the feature columns."""
+    if ID not in frame.columns and frame.index.name == ID:
+        frame = frame.head(5).reset_index()
+    with_id = ID in frame.columns and ID not in encoder.features_
+    example = frame[([ID] if with_id else []) + encoder.features_].head(5).copy()
     for name in encoder.features_:
         if name in encoder.categories_:
             example[name] = example[name].astype(object).where(example[name].notna(), None).astype(str)
         else:
             example[name] = pd.to_numeric(example[name]).astype("float64")
+    if with_id:
+        example[ID] = example[ID].astype(str)
     return example.reset_index(drop=True)
 
 
 def _log_model(runtime: ChurnRuntime, example: pd.DataFrame, workdir: Path):
+    """The models-from-code pyfunc with a `loose_signature`: it takes the table `winback features build`
+    writes as it is (int64 and category columns) and passes `customer_id` through when given."""
     import mlflow
-    from mlflow.models import infer_signature
 
     runtime_dir = runtime.save(workdir / "runtime")
-    output = runtime.score_frame(example).reset_index(drop=True)
+    output = runtime.score_records(example)
     requirements = [f"{pkg}=={importlib_metadata.version(pkg)}"
                     for pkg in ("mlflow", "lightgbm", "pandas", "numpy", "scikit-learn", "pyarrow")]
     with explicit_signature():
         return mlflow.pyfunc.log_model(
             name="model", python_model=str(PYFUNC_FILE), artifacts={"runtime": str(runtime_dir)},
-            code_paths=CODE_PATHS, signature=infer_signature(example, output), input_example=example,
+            code_paths=CODE_PATHS, signature=loose_signature(example, output), input_example=example,
             pip_requirements=requirements)
 
 

@@ -26,7 +26,7 @@ from serving.runtime.uplift import UpliftRuntime, load_uplift_runtime
 from training.promotion import (Comparison, NotComparable, kind_differences, load_champion, register_and_promote,
                                 registry_note)
 from training.tracking import (TrackingSettings, describe_run, explicit_signature, frame_hash, log_dataset, log_params,
-                               reproducibility_tags)
+                               loose_signature, reproducibility_tags)
 from training.uplift.data import CampaignData, UpliftConfig, load_campaign, stratified_split
 from training.uplift.evaluate import arm_metrics, policies_from_prediction, policy_table
 from training.uplift.learners import fit_runtime
@@ -264,26 +264,17 @@ def _input_example(frame: pd.DataFrame, encoder: FeatureEncoder) -> pd.DataFrame
 
 
 def _log_model(runtime: UpliftRuntime, example: pd.DataFrame, workdir: Path):
-    """Log the runtime as the models-from-code pyfunc, with a signature MLflow checks inputs against.
-
-    The signature is inferred from the example and the pyfunc's own output. Input columns are typed
-    `Any`: MLflow rejects a missing feature column, while types stay the encoder's to check (MLflow's
-    own check refuses int64 for double and pandas categories for string, both normal feature tables).
-    The customer id is optional: the pyfunc passes it through when given and scores without it.
-    """
+    """Log the runtime as the models-from-code pyfunc, with a signature MLflow checks inputs against
+    (`loose_signature`). The customer id is optional: the pyfunc passes it through when given."""
     import mlflow
-    from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types.schema import AnyType, ColSpec, Schema
 
     runtime_dir = runtime.save(workdir / "runtime")
     ids = example[ID_COLUMN] if ID_COLUMN in example.columns else None
     output = recommendation_frame(runtime.predict_frame(example), ids, with_net_values=True)
-    inferred = infer_signature(example, output)
-    inputs = Schema([ColSpec(AnyType(), c.name, required=c.name != ID_COLUMN) for c in inferred.inputs.inputs])
     with explicit_signature():
         return mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_FILE),
                                        artifacts={"runtime": str(runtime_dir)}, code_paths=CODE_PATHS,
-                                       signature=ModelSignature(inputs, inferred.outputs), input_example=example)
+                                       signature=loose_signature(example, output), input_example=example)
 
 
 def _log_validation(validation: dict, prediction, data: CampaignData, rows: np.ndarray,

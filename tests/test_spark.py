@@ -1,0 +1,100 @@
+"""The Spark engine equals the pandas path: features, scores and recommendations, every column, every customer.
+
+A real local SparkSession (local[2]) runs the CLI commands with `--engine spark`; the same commands without it
+are the reference. Skipped only when no Java runtime is installed (`.ci/run` installs one with apt-get)."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.simulate import HISTORY_END, simulate, write_simulation
+from winback.cli import app
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("spark"),
+              pytest.mark.skipif(shutil.which("java") is None, reason="no Java runtime for Spark")]
+AS_OF = str(HISTORY_END.date())
+MASTER = ["--spark-master", "local[2]"]
+
+
+def _run(*args):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    return result.output
+
+
+def _same(spark: pd.DataFrame, local: pd.DataFrame):
+    spark = spark.sort_values("customer_id").reset_index(drop=True)
+    local = local.sort_values("customer_id").reset_index(drop=True)
+    assert list(spark.columns) == list(local.columns)
+    assert list(spark["customer_id"]) == list(local["customer_id"].astype(str))
+    for name in local.columns:
+        a, b = spark[name], local[name]
+        if pd.api.types.is_numeric_dtype(b) and not pd.api.types.is_bool_dtype(b):
+            a, b = a.to_numpy(dtype=np.float64), b.to_numpy(dtype=np.float64)
+            assert np.array_equal(np.isnan(a), np.isnan(b)), name
+            assert np.allclose(a[~np.isnan(a)], b[~np.isnan(b)], rtol=0, atol=1e-9), name
+        else:
+            assert list(a.astype(object).where(a.notna(), None).map(lambda v: v if v is None else str(v))) == \
+                list(b.astype(object).where(b.notna(), None).map(lambda v: v if v is None else str(v))), name
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    root = tmp_path_factory.mktemp("spark")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+        sim = simulate(customers=2000, seed=12)
+        write_simulation(sim, root / "data")
+        sim.transactions.to_csv(root / "data" / "transactions.csv", index=False)
+        _run("train", "churn", "--transactions", "data/transactions.parquet", "--profiles", "data/customers.parquet",
+             "--cutoff", AS_OF, "--horizon-days", "120", "--snapshots", "2", "--trials", "1", "--max-rounds", "100",
+             "--json-out", "churn.json")
+        _run("train", "uplift", "--campaign", "data/campaign.parquet", "--treatment-col", "incentive", "--control",
+             "no_contact", "--outcome", "converted", "--transactions", "data/transactions.parquet", "--as-of", AS_OF,
+             "--catalog", "data/incentives.yaml", "--trials", "1", "--json-out", "uplift.json")
+        yield root, json.loads((root / "churn.json").read_text())["model_uri"], \
+            json.loads((root / "uplift.json").read_text())["model_uri"]
+
+
+def test_features_scores_and_recommendations_equal_the_pandas_path(workspace, monkeypatch):
+    root, churn, uplift = workspace
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+    data = ["--transactions", "data/transactions.parquet", "--profiles", "data/customers.parquet", "--as-of", AS_OF]
+    _run("features", "build", *data, "--model", churn, "--output", "features.parquet")
+    _run("features", "build", *data, "--model", churn, "--engine", "spark", *MASTER, "--output", "features_spark")
+    local = pd.read_parquet(root / "features.parquet")
+    _same(pd.read_parquet(root / "features_spark"), local)
+    # the file's own value-tier quantiles (every customer) and a CSV input
+    _run("features", "build", "--transactions", "data/transactions.csv", "--as-of", AS_OF, "--output", "plain.parquet")
+    _run("features", "build", "--transactions", "data/transactions.csv", "--as-of", AS_OF, "--engine", "spark",
+         *MASTER, "--output", "plain_spark")
+    _same(pd.read_parquet(root / "plain_spark"), pd.read_parquet(root / "plain.parquet"))
+
+    _run("score", "--model", churn, "--features", "features.parquet", "--output", "scores.parquet")
+    _run("score", "--model", churn, "--features", "features_spark", "--engine", "spark", *MASTER,
+         "--output", "scores_spark")
+    _same(pd.read_parquet(root / "scores_spark"), pd.read_parquet(root / "scores.parquet"))
+
+    _run("recommend", "--model", uplift, "--input", "features.parquet", "--output", "recs.parquet")
+    _run("recommend", "--model", uplift, "--input", "features_spark", "--engine", "spark", *MASTER,
+         "--output", "recs_spark")
+    _same(pd.read_parquet(root / "recs_spark"), pd.read_parquet(root / "recs.parquet"))
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".")]  # no temporary directory left
+
+
+def test_spark_refuses_caps_and_names_the_engine(workspace, monkeypatch):
+    root, _, uplift = workspace
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+    result = CliRunner().invoke(app, ["recommend", "--model", uplift, "--input", "features.parquet", "--engine",
+                                      "spark", "--max-sends", "10", "--output", "x"])
+    assert result.exit_code == 2 and "--engine spark" in result.output
+    result = CliRunner().invoke(app, ["score", "--model", uplift, "--features", "features.parquet", "--engine",
+                                      "flink", "--output", "x"])
+    assert result.exit_code == 2 and "--engine" in result.output
