@@ -51,6 +51,17 @@ def parse_numbers(column: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return numbers, (numbers.isna() & text.notna()).to_numpy()
 
 
+def unique_ids(ids: pd.Series, where: str) -> pd.Series:
+    """Customer ids as text; DataError naming the first one that repeats (tables with one row per customer)."""
+    ids = ids.astype(str)
+    repeated = ids.duplicated()
+    if repeated.any():
+        first = ids[repeated].iloc[0]
+        raise DataError(f"{where}: customer id {first!r} appears {int((ids == first).sum())} times, more than once "
+                        f"({int(repeated.sum())} duplicate row(s))")
+    return ids
+
+
 def ids_as_strings(ids: pd.Series, column: str = repr(ID)) -> pd.Series:
     """Customer ids as strings: integers (also integral floats) without '.0', text stripped."""
     missing = ids.isna().to_numpy()

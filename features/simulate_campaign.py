@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.contracts import unique_ids
 from features.errors import DataError
 from features.simulate_population import CHANNELS, Population, sigmoid
 
@@ -131,9 +132,7 @@ def respond(plan, truth, seed: int = 0):
         missing = [c for c in columns if c not in frame.columns]
         if missing:
             raise DataError(f"{name}: column(s) {', '.join(map(repr, missing))} not found")
-    ids = plan["customer_id"].astype(str)
-    if ids.duplicated().any():
-        raise DataError(f"--plan: customer id {ids[ids.duplicated()].iloc[0]!r} appears more than once")
+    ids = unique_ids(plan["customer_id"], "--plan")
     table = truth.assign(customer_id=truth["customer_id"].astype(str)).set_index("customer_id")
     unknown = ~ids.isin(table.index)
     if unknown.any():

@@ -179,10 +179,11 @@ def build_features_spark(spark, transactions: str | os.PathLike, as_of: pd.Times
             lambda t, p: conform(plain(t, p).reset_index(), feature_template) if len(t) else
             feature_template.iloc[:0], feature_schema)
     if segment_rule is None:
-        # the file's own quantiles need every customer: computed once, from the value column
+        # the file's own quantiles need every customer: computed once, from the value column; the features are
+        # cached first so that the write reuses them instead of building them a second time
+        built = built.cache()
         values = built.select(config.value_column).toPandas()
         thresholds = value_tier_thresholds(values, config)
-        built = built.cache()
 
     def segmented(parts):
         for part in parts:

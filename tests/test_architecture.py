@@ -12,7 +12,7 @@ MODULES = {
     "serving": ["serving.runtime.encoding", "serving.runtime.churn", "serving.runtime.uplift", "serving.runtime.decision",
                 "serving.runtime.catalog", "serving.batch.score", "serving.batch.recommend", "serving.api.online",
                 "serving.api.schemas", "serving.api.model_store", "serving.service", "serving.runtime.registry",
-                "serving.batch.plan", "serving.monitoring.drift", "serving.monitoring.monitor",
+                "serving.batch.plan", "serving.monitoring.drift", "serving.monitoring.report",
                 "serving.api.metrics"],
 }
 FORBIDDEN = {"features": ["mlflow", "bentoml", "training", "serving", "optuna"], "serving": ["training", "optuna"]}

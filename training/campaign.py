@@ -21,7 +21,6 @@ are 0 and a conversion is worth 1).
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.contracts import unique_ids
 from features.errors import DataError
 from features.io import write_table, write_text_atomic
 from serving.batch.plan import GROUPS, PROPENSITY_PREFIX
@@ -52,11 +52,7 @@ class Campaign:
 def _check_ids(frame: pd.DataFrame, name: str) -> pd.Series:
     if ID_COLUMN not in frame.columns:
         raise DataError(f"{name}: column {ID_COLUMN!r} not found")
-    ids = frame[ID_COLUMN].astype(str)
-    if ids.duplicated().any():
-        raise DataError(f"{name}: customer id {ids[ids.duplicated()].iloc[0]!r} appears more than once "
-                        f"({int(ids.duplicated().sum())} duplicate row(s))")
-    return ids
+    return unique_ids(frame[ID_COLUMN], name)
 
 
 def join(plan: pd.DataFrame, outcomes: pd.DataFrame, catalog: Catalog | None) -> Campaign:
@@ -120,11 +116,12 @@ def net_values(campaign: Campaign, catalog: Catalog | None) -> np.ndarray:
         value = y * (catalog.outcome_value if catalog is not None and catalog.outcome_value is not None else 1.0)
     if catalog is None:
         return value
-    cost = {inc.name: (inc.cost, inc.redemption_cost) for inc in catalog.incentives}
-    sent = f["incentive"].astype(str)
-    fixed = sent.map(lambda a: cost.get(a, (0.0, 0.0))[0]).to_numpy(dtype=np.float64)
-    redemption = sent.map(lambda a: cost.get(a, (0.0, 0.0))[1]).to_numpy(dtype=np.float64)
-    return value - fixed - redemption * y
+    from training.uplift.evaluate import net_rewards
+
+    # `join` checked every incentive sent against the catalogue: arm index, −1 for control
+    lookup = {name: j for j, name in enumerate(catalog.arms)} | {catalog.control: -1}
+    arm = f["incentive"].astype(str).map(lookup).to_numpy(dtype=np.int64)
+    return net_rewards(y, value, arm, catalog)  # the realised value stands in for revenue
 
 
 def mean_difference(a: np.ndarray, b: np.ndarray) -> dict[str, float | None]:
@@ -279,7 +276,7 @@ def log_campaign(result: dict, plan: pd.DataFrame, plan_path: Path, tracking) ->
     """One MLflow run in the campaigns experiment: plan hash, counts, every figure, the two plots."""
     import mlflow
 
-    from training.tracking import describe_run, frame_hash
+    from training.tracking import describe_run, frame_hash, metric_key
 
     tracking.activate()
     with mlflow.start_run(run_name=f"campaign-{result['campaign_id']}") as run, tempfile.TemporaryDirectory() as tmp:
@@ -298,7 +295,7 @@ def log_campaign(result: dict, plan: pd.DataFrame, plan_path: Path, tracking) ->
             for key in ("incremental_value", "ci_low", "ci_high"):
                 metrics[f"best_single_arm.{key}"] = result["best_single_arm"][key]
             mlflow.set_tag("best_single_arm", result["best_single_arm"]["arm"])
-        mlflow.log_metrics({re.sub(r"[^\w./ -]", "_", k): float(v) for k, v in metrics.items()})
+        mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()})
         for path in _plots(result, Path(tmp)):
             mlflow.log_artifact(str(path), "plots")
         mlflow.log_dict(result, "campaign_evaluation.json")

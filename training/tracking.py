@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import os
 import platform
+import re
 import subprocess
 import warnings
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from importlib import metadata
 from pathlib import Path
 
 import pandas as pd
+
+ID = "customer_id"
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -88,6 +91,29 @@ def explicit_signature():
         # MLflow's own input-example check trips a pandas 3 deprecation (not ours to fix)
         warnings.filterwarnings("ignore", message="Operation with range is deprecated", module="mlflow")
         yield
+
+
+def metric_key(*parts: str) -> str:
+    """An MLflow-safe metric name from parts such as arm, policy and feature names."""
+    return re.sub(r"[^\w./ -]", "_", ".".join(parts))
+
+
+def pyfunc_example(frame: pd.DataFrame, encoder) -> pd.DataFrame:
+    """A few rows as a pyfunc takes them: the customer id (when the frame has one, as a column or as its index;
+    optional and passed through) + the feature columns, categories as text and numbers as float, as the
+    encoder reads them."""
+    if ID not in frame.columns and frame.index.name == ID:
+        frame = frame.head(5).reset_index()
+    with_id = ID in frame.columns and ID not in encoder.features_
+    example = frame[([ID] if with_id else []) + encoder.features_].head(5).copy()
+    for name in encoder.features_:
+        if name in encoder.categories_:
+            example[name] = example[name].astype(object).where(example[name].notna(), None).astype(str)
+        else:
+            example[name] = pd.to_numeric(example[name]).astype("float64")
+    if with_id:
+        example[ID] = example[ID].astype(str)
+    return example.reset_index(drop=True)
 
 
 def loose_signature(example: pd.DataFrame, output: pd.DataFrame, optional: tuple[str, ...] = ("customer_id",)):

@@ -29,8 +29,8 @@ def monitor_command(
     import tempfile
 
     from features.io import read_table, write_text_atomic
-    from serving.monitoring.monitor import MonitorSettings, exit_code, log_monitoring, monitor
     from serving.monitoring.report import render
+    from training.monitoring import MonitorSettings, exit_code, log_monitoring, monitor
     from training.tracking import TrackingSettings
 
     check_output(json_out, "--json-out", mkdir)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.contracts import unique_ids
 from features.errors import DataError
 from serving.batch.recommend import ID_COLUMN
 from serving.runtime.catalog import Catalog
@@ -90,11 +91,7 @@ def check_recommendations(frame: pd.DataFrame, arms: list[str], control: str) ->
     if missing:
         raise DataError(f"recommendations: column(s) {', '.join(map(repr, missing))} not found (expected the "
                         f"output of `winback recommend`)")
-    ids = frame[ID_COLUMN].astype(str)
-    if ids.duplicated().any():
-        dup = ids[ids.duplicated()].iloc[0]
-        raise DataError(f"recommendations: customer id {dup!r} appears {int((ids == dup).sum())} times "
-                        f"({int(ids.duplicated().sum())} duplicate row(s))")
+    unique_ids(frame[ID_COLUMN], "recommendations")
     unknown = sorted(set(frame["incentive"].astype(str)) - set(arms) - {control})
     if unknown:
         raise DataError(f"recommendations: incentive(s) {', '.join(map(repr, unknown[:5]))} are not in the "

@@ -81,7 +81,7 @@ def conform_table(table: pd.DataFrame, runtime: ChurnRuntime) -> pd.DataFrame:
 
 def score_table(runtime: ChurnRuntime, table: pd.DataFrame, output: str | os.PathLike,
                 id_col: str | None = None, chunk_rows: int = CHUNK_CUSTOMERS,
-                on_chunk: Callable[[int], None] | None = None) -> int:
+                on_chunk: Callable[[int], None] | None = None, columns: list[str] = TABLE_COLUMNS) -> int:
     """Score a customer table (one row per customer, label column ignored); returns rows written."""
     if id_col is not None and id_col not in table.columns:
         raise DataError(f"--id-col: column {id_col!r} not in the table")
@@ -91,35 +91,43 @@ def score_table(runtime: ChurnRuntime, table: pd.DataFrame, output: str | os.Pat
     rows = 0
     with AtomicTableWriter(output) as writer:
         for start in range(0, len(table), chunk_rows):
-            part = conform_table(table.iloc[start:start + chunk_rows], runtime)
-            part.index = pd.Index(ids[start:start + chunk_rows], name="customer_id")
-            _write_chunk(writer, runtime.score_frame(part), TABLE_COLUMNS)
+            part = table.iloc[start:start + chunk_rows]
+            writer.write(_scored(runtime, part, ids[start:start + chunk_rows], columns))
             rows += len(part)
             if on_chunk:
                 on_chunk(len(part))
     return rows
 
 
+def _scored(runtime: ChurnRuntime, table: pd.DataFrame, ids: np.ndarray, columns: list[str]) -> pd.DataFrame:
+    """Scores of customer-table rows (`ids` as text), `columns` of them."""
+    part = conform_table(table, runtime)
+    part.index = pd.Index(ids, name="customer_id")
+    out = runtime.score_frame(part).reset_index()
+    out["customer_id"] = out["customer_id"].astype(str)
+    return out[columns]
+
+
 def score_features(runtime: ChurnRuntime, frame: pd.DataFrame) -> pd.DataFrame:
     """Scores of a feature table as `winback features build` writes it (customer_id + features): the columns
     `winback score` writes for the model. The pandas path and the Spark engine both call this."""
+    _check_features(frame)
+    return _scored(runtime, frame, ids_as_strings(frame["customer_id"], "'customer_id'").to_numpy(),
+                   feature_columns(runtime))
+
+
+def feature_columns(runtime: ChurnRuntime) -> list[str]:
+    """The columns `winback score` writes for a feature table: with segments for a transaction model."""
+    return TRANSACTION_COLUMNS if runtime.has_segments else TABLE_COLUMNS
+
+
+def _check_features(frame: pd.DataFrame) -> None:
     if "customer_id" not in frame.columns:
         raise DataError("--features: column 'customer_id' not found (expected the output of `winback features build`)")
-    part = conform_table(frame, runtime)
-    part.index = pd.Index(ids_as_strings(frame["customer_id"], "'customer_id'").to_numpy(), name="customer_id")
-    out = runtime.score_frame(part).reset_index()
-    out["customer_id"] = out["customer_id"].astype(str)
-    return out[TRANSACTION_COLUMNS if runtime.has_segments else TABLE_COLUMNS]
 
 
 def score_feature_table(runtime: ChurnRuntime, table: pd.DataFrame, output: str | os.PathLike,
                         chunk_rows: int = CHUNK_CUSTOMERS, on_chunk: Callable[[int], None] | None = None) -> int:
     """`winback score --features F`: score a feature table chunk by chunk, written atomically."""
-    rows = 0
-    with AtomicTableWriter(output) as writer:
-        for start in range(0, len(table), chunk_rows):
-            writer.write(score_features(runtime, table.iloc[start:start + chunk_rows]))
-            rows += min(chunk_rows, len(table) - start)
-            if on_chunk:
-                on_chunk(min(chunk_rows, len(table) - start))
-    return rows
+    _check_features(table)
+    return score_table(runtime, table, output, "customer_id", chunk_rows, on_chunk, feature_columns(runtime))

@@ -77,15 +77,38 @@ def psi(reference: np.ndarray, current: np.ndarray) -> float:
     return float(np.sum((cur - ref) * np.log(cur / ref)))
 
 
+def _numbers(values) -> np.ndarray:
+    return pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
+
+
+def bin_shares(summary: dict, values) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's and the current share of rows in each of the reference's bins, missing last
+    (numeric: decile bins; categorical: each kept level, then "other" = pooled rare and unseen levels)."""
+    if summary["kind"] == "numeric":
+        v = _numbers(values)
+        present = v[~np.isnan(v)]
+        missing = float(1.0 - len(present) / len(v)) if len(v) else 0.0
+        edges = np.asarray(summary["edges"], dtype=np.float64)
+        counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
+        return np.append(summary["shares"] or np.zeros(len(edges) + 1), summary["missing"]), \
+            np.append(counts / len(v), missing)
+    series = pd.Series(values, dtype="object")
+    n = len(series)
+    missing = series.isna()
+    text = series[~missing].astype(str)
+    levels = list(summary["levels"])
+    current = [float((text == level).sum()) / n for level in levels]
+    current += [float((~text.isin(levels)).sum()) / n, float(missing.mean())]
+    reference = [summary["levels"][level] for level in levels] + [summary["other"], summary["missing"]]
+    return np.asarray(reference, dtype=np.float64), np.asarray(current, dtype=np.float64)
+
+
 def compare_numeric(summary: dict, values: np.ndarray) -> dict:
     values = np.asarray(values, dtype=np.float64)
     n = len(values)
     present = values[~np.isnan(values)]
     missing = float(1.0 - len(present) / n) if n else 0.0
-    edges = np.asarray(summary["edges"], dtype=np.float64)
-    counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
-    current = np.append(counts / n, missing)
-    reference = np.append(summary["shares"] or np.zeros(len(edges) + 1), summary["missing"])
+    reference, current = bin_shares(summary, values)
     ks = None
     percentiles = np.asarray(summary["percentiles"], dtype=np.float64)
     if len(present) and len(percentiles):
@@ -103,21 +126,15 @@ def compare_categorical(summary: dict, values) -> dict:
     n = len(series)
     missing = series.isna()
     text = series[~missing].astype(str)
-    known = set(summary["levels"])
-    rare = set(summary.get("rare_levels", []))
-    levels = list(summary["levels"])
-    current = [float((text == level).sum()) / n for level in levels]
-    in_other = text.isin(rare) | ~text.isin(known | rare)
-    current += [float(in_other.sum()) / n, float(missing.mean())]
-    reference = [summary["levels"][level] for level in levels] + [summary["other"], summary["missing"]]
-    unseen = ~text.isin(known | rare)
+    reference, current = bin_shares(summary, values)
+    unseen = ~text.isin(set(summary["levels"]) | set(summary.get("rare_levels", [])))
     return {"psi": psi(reference, current), "ks": None, "missing_delta": float(missing.mean()) - summary["missing"],
             "unseen_share": float(unseen.sum()) / n if n else 0.0}
 
 
 def compare(summary: dict, values) -> dict:
     if summary["kind"] == "numeric":
-        return compare_numeric(summary, pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64))
+        return compare_numeric(summary, _numbers(values))
     return compare_categorical(summary, values)
 
 

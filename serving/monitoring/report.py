@@ -8,29 +8,21 @@ import html
 import io
 
 import numpy as np
-import pandas as pd
+
+from serving.monitoring.drift import bin_shares
 
 TOP_FEATURES = 6
 
 
-def _bins(summary: dict, values) -> tuple[list[str], list[float], list[float]]:
+def _bins(summary: dict, values) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Bin labels, reference shares and current shares over the reference's bins (missing last)."""
+    reference, current = bin_shares(summary, values)
     if summary["kind"] == "numeric":
-        edges = summary["edges"]
-        v = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(dtype=np.float64)
-        present = v[~np.isnan(v)]
-        counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1)
-        bounds = [-np.inf, *edges, np.inf]
-        labels = [f"≤{bounds[i + 1]:.3g}" if i == 0 else f">{bounds[i]:.3g}" for i in range(len(edges) + 1)]
-        return labels + ["missing"], list(summary["shares"]) + [summary["missing"]], \
-            list(counts / len(v)) + [float(np.isnan(v).mean())]
-    series = pd.Series(values, dtype="object")
-    text = series[series.notna()].astype(str)
-    levels = list(summary["levels"])
-    current = [float((text == level).sum()) / len(series) for level in levels]
-    current += [float((~text.isin(levels)).sum()) / len(series), float(series.isna().mean())]
-    return levels + ["other/unseen", "missing"], [summary["levels"][lv] for lv in levels] + \
-        [summary["other"], summary["missing"]], current
+        bounds = [-np.inf, *summary["edges"], np.inf]
+        labels = [f"≤{bounds[1]:.3g}"] + [f">{bounds[i]:.3g}" for i in range(1, len(bounds) - 1)]
+    else:
+        labels = [*summary["levels"], "other/unseen"]
+    return labels + ["missing"], reference, current
 
 
 def _histogram(name: str, summary: dict, values, figures: dict) -> str:

@@ -26,17 +26,17 @@ from serving.runtime.churn import (ChurnRuntime, apply_calibration, load_churn_r
 from serving.runtime.encoding import FeatureEncoder
 from training.churn import report as churn_report
 from serving.runtime.linear import blend
-from serving.batch.recommend import ID_COLUMN as ID
 from training.churn.data import ChurnData
 from training.labels import LABEL
 from training.churn.linear import BLEND_WEIGHTS, fit_linear, predict_linear
 from training.churn.tuning import (CV_FOLDS, CV_MAX_ROWS, MAX_ROUNDS, CVData, TuningData, cv_folds, mlflow_trial_logger,
                                    out_of_fold, run_cv, run_study, train_booster, trial_counts)
 from training.metrics import auc, classification_summary, paired_auc
+from training.monitoring import model_outputs
 from training.promotion import (Comparison, NotComparable, kind_differences, load_champion, register_and_promote,
                                 registry_note)
 from training.tracking import (TrackingSettings, describe_run, explicit_signature, log_dataset, log_params,
-                               loose_signature, reproducibility_tags)
+                               loose_signature, pyfunc_example, reproducibility_tags)
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds features/, serving/, training/
 PYFUNC_FILE = PACKAGE_ROOT / "serving" / "pyfunc" / "churn.py"
@@ -152,22 +152,6 @@ def _value_tier_setup(data: ChurnData) -> tuple[tuple[float, float] | None, dict
     config = SegmentConfig()
     thresholds = value_tier_thresholds(data.latest_features, config)
     return tuple(float(t) for t in thresholds), segment_config_dict(config)
-
-
-def _input_example(frame: pd.DataFrame, encoder: FeatureEncoder) -> pd.DataFrame:
-    """A few rows as the pyfunc takes them: customer id (optional, passed through) + the feature columns."""
-    if ID not in frame.columns and frame.index.name == ID:
-        frame = frame.head(5).reset_index()
-    with_id = ID in frame.columns and ID not in encoder.features_
-    example = frame[([ID] if with_id else []) + encoder.features_].head(5).copy()
-    for name in encoder.features_:
-        if name in encoder.categories_:
-            example[name] = example[name].astype(object).where(example[name].notna(), None).astype(str)
-        else:
-            example[name] = pd.to_numeric(example[name]).astype("float64")
-    if with_id:
-        example[ID] = example[ID].astype(str)
-    return example.reset_index(drop=True)
 
 
 def _log_model(runtime: ChurnRuntime, example: pd.DataFrame, workdir: Path):
@@ -348,7 +332,7 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
         latest = data.latest_features
         scored = latest if latest is not None and set(encoder.features_) <= set(latest.columns) else data.test
         runtime.reference = build_reference(scored[encoder.features_], list(encoder.categories_),
-                                            {"churn_probability": runtime.predict_proba(encoder.transform(scored))},
+                                            model_outputs("churn", runtime, scored),
                                             {"auc": test["auc"], "log_loss": test["logloss"], "rows": test["n"],
                                              "positive_rate": test["churn_rate"],
                                              "calibration": calibration_by_decile(data.y_test, p_test)})
@@ -376,7 +360,7 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
             pd.DataFrame([{"candidate": name, **c} for name, c in candidates.items()]).to_csv(
                 reports / "candidates.csv", index=False)
             mlflow.log_artifacts(str(reports), artifact_path="reports")
-            logged = _log_model(runtime, _input_example(data.valid, encoder), work)
+            logged = _log_model(runtime, pyfunc_example(data.valid, encoder), work)
 
         model_uri = f"runs:/{run_id}/model"
         registered = None

@@ -8,7 +8,6 @@ on the training split with the best trial's learner and parameters, evaluated on
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 from pathlib import Path
 
@@ -20,13 +19,13 @@ from features.io import write_text_atomic
 from serving.batch.recommend import ID_COLUMN, recommendation_frame
 from serving.monitoring.drift import build_reference
 from serving.runtime.catalog import dump_catalog
-from serving.runtime.decision import chosen_values
 from serving.runtime.encoding import FeatureEncoder
 from serving.runtime.uplift import UpliftRuntime, load_uplift_runtime
+from training.monitoring import model_outputs
 from training.promotion import (Comparison, NotComparable, kind_differences, load_champion, register_and_promote,
                                 registry_note)
 from training.tracking import (TrackingSettings, describe_run, explicit_signature, frame_hash, log_dataset, log_params,
-                               loose_signature, reproducibility_tags)
+                               loose_signature, metric_key, pyfunc_example, reproducibility_tags)
 from training.uplift.data import CampaignData, UpliftConfig, load_campaign, stratified_split
 from training.uplift.evaluate import arm_metrics, policies_from_prediction, policy_table
 from training.uplift.learners import fit_runtime
@@ -36,11 +35,6 @@ from training.uplift.tuning import FOLDS, TuningData, allowed_learners, tune, up
 PYFUNC_FILE = Path(__file__).resolve().parents[2] / "serving" / "pyfunc" / "uplift.py"
 CODE_PATHS = [str(Path(__file__).resolve().parents[2] / name) for name in ("features", "serving")]
 CHURN_TOP_SHARE = 0.3
-
-
-def metric_key(*parts: str) -> str:
-    """An MLflow-safe metric name from arm and policy names."""
-    return re.sub(r"[^\w./ -]", "_", ".".join(parts))
 
 
 def _churn_policy(churn_model: str, frame, best_arm: int) -> np.ndarray | None:
@@ -210,7 +204,7 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
         runtime.reference = uplift_reference(runtime, data.frame.iloc[test_rows], validation)
         mlflow.log_param("fitted_on", "all rows" if config.refit else "training split")
 
-        info = _log_model(runtime, _input_example(data.frame.iloc[train_rows], encoder), Path(tmp))
+        info = _log_model(runtime, pyfunc_example(data.frame.iloc[train_rows], encoder), Path(tmp))
         registered = None
         if config.register_as:
             registered = register_and_promote(info.model_uri, config.register_as,
@@ -229,12 +223,8 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
 def uplift_reference(runtime: UpliftRuntime, frame: pd.DataFrame, validation: dict) -> dict:
     """Drift reference on the validation rows: their features, the share of each recommended arm and the
     distribution of expected_net_value under the shipped model."""
-    prediction = runtime.predict(runtime.encoder.transform(frame))
-    names = np.array([*runtime.arms, runtime.control], dtype=object)
-    decision = names[np.where(prediction.decision < 0, len(runtime.arms), prediction.decision)]
     return build_reference(frame[runtime.encoder.features_], list(runtime.encoder.categories_),
-                           {"recommended_incentive": decision,
-                            "expected_net_value": chosen_values(prediction.net_value, prediction.decision)},
+                           model_outputs("uplift", runtime, frame),
                            {"net_policy_value": validation["net_policy_value"]["model"], "rows": validation["n"]})
 
 
@@ -246,21 +236,6 @@ def _refit(data: CampaignData, learner: str, params: dict, config: UpliftConfig,
     encoder = FeatureEncoder(data.features).fit(data.frame)
     return fit_runtime(encoder.transform(data.frame), data.arm, data.y, encoder, config.catalog, learner, params,
                        config.seed, data.revenue, {**metadata, "fitted_on": "all rows"}, propensity=data.propensity)
-
-
-def _input_example(frame: pd.DataFrame, encoder: FeatureEncoder) -> pd.DataFrame:
-    """A few rows as the pyfunc takes them: customer id (when the campaign has one) + feature columns,
-    categories as text and numbers as float, as the encoder reads them."""
-    with_id = ID_COLUMN in frame.columns and ID_COLUMN not in encoder.features_
-    example = frame[([ID_COLUMN] if with_id else []) + encoder.features_].head(5).copy()
-    for name in encoder.features_:
-        if name in encoder.categories_:
-            example[name] = example[name].astype(object).where(example[name].notna(), None).astype(str)
-        else:
-            example[name] = pd.to_numeric(example[name]).astype("float64")
-    if with_id:
-        example[ID_COLUMN] = example[ID_COLUMN].astype(str)
-    return example.reset_index(drop=True)
 
 
 def _log_model(runtime: UpliftRuntime, example: pd.DataFrame, workdir: Path):

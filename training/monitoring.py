@@ -1,5 +1,5 @@
-"""`winback monitor`: today's customers against the model's drift reference, and realised outcomes against
-the figures it was validated with.
+"""`winback monitor`: today's customers against the model's drift reference (`serving.monitoring.drift`),
+realised outcomes against the figures it was validated with, and the MLflow run of it all.
 
 Exit status for schedulers: 3 when a feature or the output is at `alert` or the model decayed, 0 otherwise
 (2 for bad input, raised as DataError).
@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from features.contracts import unique_ids
 from features.errors import DataError
 from serving.monitoring.drift import calibration_by_decile, compare, status
+from training.metrics import auc, logloss
 
 ID_COLUMN = "customer_id"
 DECAY_AUC_DROP = 0.03
@@ -54,25 +56,8 @@ def model_outputs(kind: str, runtime, features: pd.DataFrame) -> dict[str, np.nd
     X = runtime.encoder.transform(features)
     if kind == "churn":
         return {"churn_probability": np.asarray(runtime.predict_proba(X), dtype=np.float64)}
-    from serving.runtime.decision import chosen_values
-
     prediction = runtime.predict(X)
-    names = np.array([*runtime.arms, runtime.control], dtype=object)
-    return {"recommended_incentive": names[np.where(prediction.decision < 0, len(runtime.arms), prediction.decision)],
-            "expected_net_value": chosen_values(prediction.net_value, prediction.decision)}
-
-
-def _auc(y: np.ndarray, p: np.ndarray) -> float:
-    """Rank AUC (Mann–Whitney), ties averaged."""
-    ranks = pd.Series(p).rank(method="average").to_numpy()
-    positives = y == 1
-    n_pos, n_neg = int(positives.sum()), int((~positives).sum())
-    return float((ranks[positives].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def _log_loss(y: np.ndarray, p: np.ndarray) -> float:
-    p = np.clip(p, 1e-15, 1 - 1e-15)
-    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return {"recommended_incentive": prediction.incentive, "expected_net_value": prediction.expected_net_value}
 
 
 def realised_performance(reference: dict, probability: np.ndarray, ids: pd.Series, outcomes: pd.DataFrame,
@@ -85,10 +70,7 @@ def realised_performance(reference: dict, probability: np.ndarray, ids: pd.Serie
     labels = pd.to_numeric(outcomes[label_col], errors="coerce")
     if labels.isna().any() or not labels.isin([0, 1]).all():
         raise DataError(f"--outcomes: {label_col!r} must be 0 or 1 on every row")
-    outcome_ids = outcomes[ID_COLUMN].astype(str)
-    if outcome_ids.duplicated().any():
-        raise DataError(f"--outcomes: customer id {outcome_ids[outcome_ids.duplicated()].iloc[0]!r} appears more "
-                        f"than once")
+    outcome_ids = unique_ids(outcomes[ID_COLUMN], "--outcomes")
     by_id = pd.Series(labels.to_numpy(dtype=np.float64), index=outcome_ids.to_numpy())
     matched = ids.isin(by_id.index).to_numpy()
     if matched.sum() < 20:
@@ -99,9 +81,9 @@ def realised_performance(reference: dict, probability: np.ndarray, ids: pd.Serie
     if y.min() == y.max():
         raise DataError(f"--outcomes: every {label_col!r} is {int(y[0])}; AUC needs both outcomes")
     trained = reference.get("performance", {})
-    realised_auc = _auc(y, p)
+    realised_auc = auc(y, p)
     decay = trained.get("auc") is not None and realised_auc < trained["auc"] - DECAY_AUC_DROP
-    return {"rows": int(matched.sum()), "auc": realised_auc, "log_loss": _log_loss(y, p),
+    return {"rows": int(matched.sum()), "auc": realised_auc, "log_loss": logloss(y, p),
             "positive_rate": float(y.mean()), "training_auc": trained.get("auc"),
             "training_log_loss": trained.get("log_loss"), "auc_drop": None if trained.get("auc") is None
             else trained["auc"] - realised_auc, "calibration": calibration_by_decile(y, p),
@@ -176,9 +158,9 @@ def exit_code(doc: dict) -> int:
 
 def log_monitoring(doc: dict, html: Path | None, json_path: Path, tracking) -> str:
     """One MLflow run: metrics psi_<feature>, psi_output, realised AUC; tag status; the JSON and HTML."""
-    import re
-
     import mlflow
+
+    from training.tracking import metric_key
 
     tracking.activate()
     with mlflow.start_run(run_name=f"monitor-{doc['model']['kind']}") as run:
@@ -190,7 +172,7 @@ def log_monitoring(doc: dict, html: Path | None, json_path: Path, tracking) -> s
         if "performance" in doc:
             metrics.update({"realised_auc": doc["performance"]["auc"],
                             "realised_log_loss": doc["performance"]["log_loss"]})
-        mlflow.log_metrics({re.sub(r"[^\w./ -]", "_", k): float(v) for k, v in metrics.items()})
+        mlflow.log_metrics({metric_key(k): float(v) for k, v in metrics.items()})
         mlflow.log_artifact(str(json_path))
         if html is not None:
             mlflow.log_artifact(str(html))
