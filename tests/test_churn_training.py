@@ -104,9 +104,8 @@ def test_logged_model_is_self_contained_and_pyfunc_equals_runtime(trained):
     assert runtime.calibration["columns"] == ["recency_days", "frequency", "tenure_days"]
     model = mlflow.pyfunc.load_model(uri)
     signature = model.metadata.signature
-    # customer_id (optional, passed through) + the features, every input typed Any (features build's table as is)
-    assert signature.inputs.input_names() == ["customer_id", *runtime.encoder.features_]
-    assert signature.inputs.required_input_names() == runtime.encoder.features_
+    # the features, all required (spark_udf needs no arguments), every input typed Any (features build's table as is)
+    assert signature.inputs.input_names() == signature.inputs.required_input_names() == runtime.encoder.features_
     assert signature.outputs.input_names() == list(runtime.score_records(model.input_example).columns)
     example = model.input_example
     from_pyfunc = model.predict(example)

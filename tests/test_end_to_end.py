@@ -144,7 +144,7 @@ def test_sigterm_stops_the_server_cleanly(server):
 
 def test_pyfunc_predict_takes_the_features_build_table_as_it_is(product):
     """`mlflow.pyfunc.load_model(...).predict` on the output of `winback features build` (int64 and category
-    columns, customer_id) needs no casts, and equals the batch commands."""
+    columns, customer_id) needs no casts, and equals the batch commands row by row."""
     import mlflow
 
     root = product["root"]
@@ -152,11 +152,13 @@ def test_pyfunc_predict_takes_the_features_build_table_as_it_is(product):
     assert any(str(t) == "category" for t in features.dtypes) and any(str(t) == "int64" for t in features.dtypes)
     mlflow.set_tracking_uri(product["env"]["MLFLOW_TRACKING_URI"])
     churn = mlflow.pyfunc.load_model("models:/winback-churn@champion").predict(features)
+    assert len(churn) == len(features) and "customer_id" not in churn.columns  # rows in the input's order
+    churn.insert(0, "customer_id", features["customer_id"].astype(str).to_numpy())
     batch = pd.read_parquet(root / "scores.parquet")
-    assert list(churn["customer_id"]) == list(features["customer_id"].astype(str))
     merged = churn.merge(batch, on="customer_id", suffixes=("", "_batch"))
     assert len(merged) == len(features)
     assert (merged["churn_probability"] - merged["churn_probability_batch"]).abs().max() < 1e-12
     uplift = mlflow.pyfunc.load_model("models:/winback-uplift@champion").predict(features)
     recs = pd.read_parquet(root / "recommendations.parquet")
-    assert list(uplift["customer_id"]) == list(recs["customer_id"]) and list(uplift["incentive"]) == list(recs["incentive"])
+    assert list(recs["customer_id"]) == list(features["customer_id"].astype(str))
+    assert list(uplift["incentive"]) == list(recs["incentive"])

@@ -53,10 +53,11 @@ def workspace(tmp_path_factory):
         sim.transactions.to_csv(root / "data" / "transactions.csv", index=False)
         _run("train", "churn", "--transactions", "data/transactions.parquet", "--profiles", "data/customers.parquet",
              "--cutoff", AS_OF, "--horizon-days", "120", "--snapshots", "2", "--trials", "1", "--max-rounds", "100",
-             "--json-out", "churn.json")
+             "--register-as", "winback-churn", "--json-out", "churn.json")
         _run("train", "uplift", "--campaign", "data/campaign.parquet", "--treatment-col", "incentive", "--control",
              "no_contact", "--outcome", "converted", "--transactions", "data/transactions.parquet", "--as-of", AS_OF,
-             "--catalog", "data/incentives.yaml", "--trials", "1", "--json-out", "uplift.json")
+             "--catalog", "data/incentives.yaml", "--trials", "1", "--register-as", "winback-uplift",
+             "--json-out", "uplift.json")
         yield root, json.loads((root / "churn.json").read_text())["model_uri"], \
             json.loads((root / "uplift.json").read_text())["model_uri"]
 
@@ -98,3 +99,30 @@ def test_spark_refuses_caps_and_names_the_engine(workspace, monkeypatch):
     result = CliRunner().invoke(app, ["score", "--model", uplift, "--features", "features.parquet", "--engine",
                                       "flink", "--output", "x"])
     assert result.exit_code == 2 and "--engine" in result.output
+
+
+def test_registered_models_run_as_mlflow_spark_udfs_with_no_arguments(workspace, monkeypatch):
+    """README's call: `mlflow.pyfunc.spark_udf(spark, "models:/winback-churn@champion")` applied as `udf()` to the
+    `features build` table read by Spark gives, per customer, the numbers `winback score` / `recommend` write."""
+    import mlflow
+
+    from features.spark import spark_session
+
+    root, _, _ = workspace
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+    mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
+    _run("features", "build", "--transactions", "data/transactions.parquet", "--profiles", "data/customers.parquet",
+         "--as-of", AS_OF, "--output", "udf_features.parquet")
+    _run("score", "--model", "models:/winback-churn@champion", "--features", "udf_features.parquet",
+         "--output", "udf_scores.parquet")
+    _run("recommend", "--model", "models:/winback-uplift@champion", "--input", "udf_features.parquet",
+         "--output", "udf_recs.parquet")
+    spark = spark_session("local[2]")
+    features = spark.read.parquet(str(root / "udf_features.parquet"))
+    for model, reference in (("winback-churn", "udf_scores.parquet"), ("winback-uplift", "udf_recs.parquet")):
+        udf = mlflow.pyfunc.spark_udf(spark, f"models:/{model}@champion", env_manager="local")
+        out = features.withColumn("prediction", udf()).select("customer_id", "prediction.*").toPandas()
+        expected = pd.read_parquet(root / reference)
+        assert len(out) == len(expected) and set(expected.columns) - {"customer_id"} <= set(out.columns)
+        _same(out[list(expected.columns)], expected)

@@ -155,7 +155,7 @@ def test_packaged_pyfunc_predicts_what_the_in_memory_runtime_predicts(trained):
     mlflow.set_tracking_uri(f"sqlite:///{directory}/mlflow.db")
     packaged = mlflow.pyfunc.load_model(result["model_uri"]).predict(customers)
     runtime = load_uplift_runtime(result["model_uri"])
-    expected = recommendation_frame(runtime.predict_frame(customers), customers["customer_id"], with_net_values=True)
+    expected = recommendation_frame(runtime.predict_frame(customers), None, with_net_values=True)
     pd.testing.assert_frame_equal(packaged.reset_index(drop=True), expected)
     assert runtime.metadata["run_id"] == result["run_id"]
 
@@ -166,12 +166,12 @@ def test_packaged_pyfunc_checks_inputs_against_its_signature(trained):
     model = mlflow.pyfunc.load_model(result["model_uri"])
     runtime = load_uplift_runtime(result["model_uri"])
     inputs = model.metadata.signature.inputs
-    assert inputs.input_names() == ["customer_id", *runtime.encoder.features_]
-    assert inputs.required_input_names() == runtime.encoder.features_  # the id is passed through when given
+    # the features, all required: spark_udf can be called with no arguments
+    assert inputs.input_names() == inputs.required_input_names() == runtime.encoder.features_
     example = model.input_example
     assert len(example) == 5
-    without_ids = model.predict(example.drop(columns="customer_id"))
-    pd.testing.assert_frame_equal(without_ids.reset_index(drop=True),
+    with_ids = model.predict(example.assign(customer_id=[f"c{i}" for i in range(5)]))  # extra columns are dropped
+    pd.testing.assert_frame_equal(with_ids.reset_index(drop=True),
                                   recommendation_frame(runtime.predict_frame(example), None, with_net_values=True))
     with pytest.raises(mlflow.exceptions.MlflowException, match=runtime.encoder.features_[0]):
         model.predict(example.drop(columns=runtime.encoder.features_[0]))

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pandas as pd
 
-ID = "customer_id"
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
@@ -99,34 +98,30 @@ def metric_key(*parts: str) -> str:
 
 
 def pyfunc_example(frame: pd.DataFrame, encoder) -> pd.DataFrame:
-    """A few rows as a pyfunc takes them: the customer id (when the frame has one, as a column or as its index;
-    optional and passed through) + the feature columns, categories as text and numbers as float, as the
-    encoder reads them."""
-    if ID not in frame.columns and frame.index.name == ID:
-        frame = frame.head(5).reset_index()
-    with_id = ID in frame.columns and ID not in encoder.features_
-    example = frame[([ID] if with_id else []) + encoder.features_].head(5).copy()
+    """A few rows as a pyfunc takes them: the feature columns, categories as text and numbers as float, as the
+    encoder reads them. The customer id is not part of the input: MLflow drops columns its signature does not
+    name, and a signature without optional columns is what `mlflow.pyfunc.spark_udf` can call with no arguments."""
+    example = frame[encoder.features_].head(5).copy()
     for name in encoder.features_:
         if name in encoder.categories_:
             example[name] = example[name].astype(object).where(example[name].notna(), None).astype(str)
         else:
             example[name] = pd.to_numeric(example[name]).astype("float64")
-    if with_id:
-        example[ID] = example[ID].astype(str)
     return example.reset_index(drop=True)
 
 
-def loose_signature(example: pd.DataFrame, output: pd.DataFrame, optional: tuple[str, ...] = ("customer_id",)):
-    """A pyfunc signature whose input columns are typed `Any` (`optional` ones not required).
+def loose_signature(example: pd.DataFrame, output: pd.DataFrame):
+    """A pyfunc signature whose input columns are all required and typed `Any`.
 
     MLflow still rejects a missing feature column, while types stay the encoder's to check: MLflow's own
     check refuses int64 for double and pandas categories for string, both normal in the table
-    `winback features build` writes (and in Spark frames given to `mlflow.pyfunc.spark_udf`)."""
+    `winback features build` writes (and in Spark frames given to `mlflow.pyfunc.spark_udf`). Extra columns
+    (`customer_id`, segments) are dropped by MLflow before the model sees them; outputs keep the input order."""
     from mlflow.models import ModelSignature, infer_signature
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
     inferred = infer_signature(example, output)
-    inputs = Schema([ColSpec(AnyType(), c.name, required=c.name not in optional) for c in inferred.inputs.inputs])
+    inputs = Schema([ColSpec(AnyType(), c.name) for c in inferred.inputs.inputs])
     return ModelSignature(inputs, inferred.outputs)
 
 

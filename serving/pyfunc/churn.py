@@ -3,8 +3,8 @@
 MLflow executes this file when it loads the model; `set_model` at the bottom names the model object.
 The model's only state is the runtime directory logged as the artifact `runtime`, read by
 `ChurnRuntime.load` — the same code batch scoring and the online service use. Input: a table of the
-runtime's feature columns as `winback features build` writes it (and optionally `customer_id`); output:
-customer_id (when given), churn_probability, risk_tier and (transaction models) lifecycle_stage,
+runtime's feature columns as `winback features build` writes it (other columns, such as `customer_id`, are
+dropped by MLflow's signature check); output, one row per input row in its order: churn_probability, risk_tier and (transaction models) lifecycle_stage,
 value_tier, value_at_risk.
 """
 

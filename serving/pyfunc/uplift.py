@@ -3,8 +3,9 @@
 MLflow executes this file when it loads the model; `set_model` at the bottom names the model object.
 Its only state is the runtime directory logged as the artifact `runtime` (booster text files +
 runtime.json), read by `UpliftRuntime.load` — the code batch scoring and the online service use.
-Input: a table with the model's feature columns (and optionally `customer_id`); output: one row per
-input row with incentive, expected_net_value, `uplift:<arm>` and `net_value:<arm>` columns.
+Input: a table with the model's feature columns (others, such as `customer_id`, are dropped by MLflow's
+signature check); output: one row per input row, in its order, with incentive, expected_net_value,
+`uplift:<arm>` and `net_value:<arm>` columns.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ class UpliftPyfunc(PythonModel):
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         prediction = self.runtime.predict_frame(frame)
-        ids = frame["customer_id"] if "customer_id" in frame.columns else None
-        return recommendation_frame(prediction, ids, with_net_values=True)
+        return recommendation_frame(prediction, None, with_net_values=True)
 
 
 mlflow.models.set_model(UpliftPyfunc())

@@ -274,12 +274,9 @@ class ChurnRuntime:
         return scored
 
     def score_records(self, features: pd.DataFrame) -> pd.DataFrame:
-        """What the MLflow pyfunc answers: `score_frame` on a plain table, with its `customer_id` column (when
-        given, as text) first and a fresh index."""
-        scored = self.score_frame(features).reset_index(drop=True)
-        if "customer_id" in features.columns and "customer_id" not in self.encoder.features_:
-            scored.insert(0, "customer_id", features["customer_id"].astype(str).to_numpy())
-        return scored
+        """What the MLflow pyfunc answers: `score_frame` on a plain table, one row per input row in its order,
+        with a fresh index."""
+        return self.score_frame(features).reset_index(drop=True)
 
 
 def load_churn_runtime(model_uri: str) -> ChurnRuntime:

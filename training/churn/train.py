@@ -156,7 +156,7 @@ def _value_tier_setup(data: ChurnData) -> tuple[tuple[float, float] | None, dict
 
 def _log_model(runtime: ChurnRuntime, example: pd.DataFrame, workdir: Path):
     """The models-from-code pyfunc with a `loose_signature`: it takes the table `winback features build`
-    writes as it is (int64 and category columns) and passes `customer_id` through when given."""
+    writes as it is (int64 and category columns; MLflow drops the columns that are not features)."""
     import mlflow
 
     runtime_dir = runtime.save(workdir / "runtime")

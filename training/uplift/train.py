@@ -16,7 +16,7 @@ import pandas as pd
 
 from features.errors import DataError
 from features.io import write_text_atomic
-from serving.batch.recommend import ID_COLUMN, recommendation_frame
+from serving.batch.recommend import recommendation_frame
 from serving.monitoring.drift import build_reference
 from serving.runtime.catalog import dump_catalog
 from serving.runtime.encoding import FeatureEncoder
@@ -240,12 +240,11 @@ def _refit(data: CampaignData, learner: str, params: dict, config: UpliftConfig,
 
 def _log_model(runtime: UpliftRuntime, example: pd.DataFrame, workdir: Path):
     """Log the runtime as the models-from-code pyfunc, with a signature MLflow checks inputs against
-    (`loose_signature`). The customer id is optional: the pyfunc passes it through when given."""
+    (`loose_signature`): the feature columns, all required, so that `mlflow.pyfunc.spark_udf` needs no arguments."""
     import mlflow
 
     runtime_dir = runtime.save(workdir / "runtime")
-    ids = example[ID_COLUMN] if ID_COLUMN in example.columns else None
-    output = recommendation_frame(runtime.predict_frame(example), ids, with_net_values=True)
+    output = recommendation_frame(runtime.predict_frame(example), None, with_net_values=True)
     with explicit_signature():
         return mlflow.pyfunc.log_model(name="model", python_model=str(PYFUNC_FILE),
                                        artifacts={"runtime": str(runtime_dir)}, code_paths=CODE_PATHS,
