@@ -41,6 +41,9 @@ def spark_session(master: str | None = None):
         from pyspark.sql import SparkSession
     except ImportError:
         raise DataError("--engine spark needs pyspark: pip install 'winback[scale]'") from None
+    active = SparkSession.getActiveSession()
+    if active is not None and active.sparkContext.master != (master or "local[*]"):
+        active.stop()  # getOrCreate would hand back the session of another master
     return (SparkSession.builder.master(master or "local[*]").appName("winback")
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.sql.session.timeZone", "UTC")

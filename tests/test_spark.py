@@ -4,7 +4,13 @@ A real local SparkSession (local[2]) runs the CLI commands with `--engine spark`
 are the reference. Skipped only when no Java runtime is installed (`.ci/run` installs one with apt-get)."""
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -126,3 +132,66 @@ def test_registered_models_run_as_mlflow_spark_udfs_with_no_arguments(workspace,
         expected = pd.read_parquet(root / reference)
         assert len(out) == len(expected) and set(expected.columns) - {"customer_id"} <= set(out.columns)
         _same(out[list(expected.columns)], expected)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def standalone_cluster(tmp_path):
+    """A real Spark standalone cluster on this machine: one master and one worker (2 cores), each its own JVM,
+    started with pyspark's `spark-class` as `start-master.sh` / `start-worker.sh` would; stopped afterwards."""
+    import pyspark
+
+    home = Path(pyspark.__file__).parent
+    env = {**os.environ, "SPARK_HOME": str(home), "SPARK_WORKER_DIR": str(tmp_path / "work"),
+           "SPARK_LOG_DIR": str(tmp_path)}
+    port = _free_port()
+    master = f"spark://127.0.0.1:{port}"
+    procs = []
+    try:
+        for args in (["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
+                      "--webui-port", str(_free_port())],
+                     ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "2", "--memory",
+                      "2g", "--webui-port", str(_free_port()), master]):
+            log = open(tmp_path / f"{args[0].rsplit('.', 1)[-1]}.log", "w")
+            procs.append(subprocess.Popen([str(home / "bin" / "spark-class"), *args], env=env, stdout=log,
+                                          stderr=subprocess.STDOUT, start_new_session=True))
+        deadline = time.monotonic() + 90
+        while "Successfully registered with master" not in (tmp_path / "Worker.log").read_text():
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), \
+                (tmp_path / "Master.log").read_text()[-2000:] + (tmp_path / "Worker.log").read_text()[-2000:]
+            time.sleep(0.5)
+        yield master, tmp_path / "work"
+    finally:
+        from pyspark.sql import SparkSession
+
+        if (session := SparkSession.getActiveSession()) is not None:
+            session.stop()  # before the cluster goes, so that no later test is handed a session without one
+        for proc in procs:
+            os.killpg(proc.pid, 15)
+            proc.wait(timeout=30)
+
+
+def test_score_and_recommend_on_a_standalone_cluster_equal_the_pandas_path(workspace, standalone_cluster,
+                                                                          monkeypatch):
+    """`--spark-master spark://…`: the tasks run in the worker's executor JVM and its Python workers (the
+    interpreter named by PYSPARK_PYTHON, as on a cluster), with the runtime files shipped inside the tasks."""
+    root, churn, uplift = workspace
+    master, worker_dir = standalone_cluster
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+    monkeypatch.setenv("PYSPARK_PYTHON", sys.executable)
+    cluster = ["--engine", "spark", "--spark-master", master]
+    _run("features", "build", "--transactions", "data/transactions.parquet", "--profiles", "data/customers.parquet",
+         "--as-of", AS_OF, "--model", churn, "--output", "cluster_features.parquet")
+    _run("score", "--model", churn, "--features", "cluster_features.parquet", "--output", "cluster_scores.parquet")
+    _run("score", "--model", churn, "--features", "cluster_features.parquet", *cluster, "--output", "cluster_scores")
+    _same(pd.read_parquet(root / "cluster_scores"), pd.read_parquet(root / "cluster_scores.parquet"))
+    _run("recommend", "--model", uplift, "--input", "cluster_features.parquet", "--output", "cluster_recs.parquet")
+    _run("recommend", "--model", uplift, "--input", "cluster_features.parquet", *cluster, "--output", "cluster_recs")
+    _same(pd.read_parquet(root / "cluster_recs"), pd.read_parquet(root / "cluster_recs.parquet"))
+    assert list(worker_dir.glob("app-*/*/stderr"))  # the commands ran as an application on the cluster's worker
