@@ -1,0 +1,1 @@
+"""Customer value: what a customer will spend over a horizon (issue 16, in progress)."""
