@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import lightgbm as lgb
 import numpy as np
 import optuna
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from features.errors import DataError
 
@@ -171,6 +173,33 @@ def mlflow_trial_logger() -> Callable[[optuna.Study, optuna.trial.FrozenTrial], 
     return log_trial
 
 
+def shown_url(url: str | None) -> str:
+    """A storage URL as it may be printed: the password replaced by ***."""
+    if url is None:
+        return "in memory"
+    try:
+        return repr(make_url(url).render_as_string(hide_password=True))
+    except (ArgumentError, ValueError):
+        return repr(url)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def open_storage(url: str | None) -> optuna.storages.RDBStorage | None:
+    """The Optuna storage behind `--storage` (None: the study lives in memory). A URL that cannot be parsed,
+    lacks its driver or cannot be reached is a DataError naming it (password hidden), not a traceback.
+    Opening creates Optuna's tables when they are missing; several processes may do so at once."""
+    if url is None:
+        return None
+    try:
+        return optuna.storages.RDBStorage(url)
+    except (ValueError, ImportError, SQLAlchemyError) as exc:
+        raise DataError(f"--storage: cannot open Optuna storage {shown_url(url)}: {_first_line(exc)}") from None
+
+
 def run_study(data: TuningData | CVData, trials: int, timeout: float | None, seed: int, threads: int = 2,
               storage: str | None = None, study_name: str | None = None,
               callbacks: Sequence[Callable] = (), max_rounds: int = MAX_ROUNDS) -> optuna.Study:
@@ -179,10 +208,10 @@ def run_study(data: TuningData | CVData, trials: int, timeout: float | None, see
     sampler = optuna.samplers.TPESampler(seed=seed)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=50)
     try:
-        study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
+        study = optuna.create_study(storage=open_storage(storage), study_name=study_name, direction="maximize",
                                     sampler=sampler, pruner=pruner, load_if_exists=True)
-    except (ValueError, ImportError) as exc:
-        raise DataError(f"--storage: cannot open Optuna storage {storage!r}: {exc}") from None
+    except (ValueError, ImportError, SQLAlchemyError) as exc:
+        raise DataError(f"--storage: cannot open Optuna storage {shown_url(storage)}: {_first_line(exc)}") from None
     study.optimize(make_objective(data, seed, threads, max_rounds), n_trials=trials, timeout=timeout,
                    callbacks=list(callbacks), gc_after_trial=False)
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
