@@ -5,7 +5,7 @@ early on the validation AUC and is pruned by `LightGBMPruningCallback` when it f
 median trial. Small training sets (under CV_MAX_ROWS rows) are tuned by stratified K-fold
 cross-validation instead, grouped by customer, the same folds for every trial: rounds come from the
 mean CV curve and pruning watches it. The sampler is seeded TPE; the study lives in memory or in any Optuna RDB storage, so
-several processes can tune one study.
+several processes can tune one study (then the sampler is not seeded, or they would all sample the same parameters).
 """
 
 from __future__ import annotations
@@ -205,7 +205,9 @@ def run_study(data: TuningData | CVData, trials: int, timeout: float | None, see
               callbacks: Sequence[Callable] = (), max_rounds: int = MAX_ROUNDS) -> optuna.Study:
     """Create or join the study and run `trials` more trials (or until `timeout` seconds)."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed)
+    # workers sharing a study (--storage) with one seed would sample the same parameters, trial for trial
+    # (measured: every trial ran twice), so there the sampler is not seeded; the split and LightGBM still are
+    sampler = optuna.samplers.TPESampler(seed=seed if storage is None else None)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=50)
     try:
         study = optuna.create_study(storage=open_storage(storage), study_name=study_name, direction="maximize",
