@@ -212,3 +212,24 @@ def test_mlflow_and_optuna_in_one_database_break_each_other(cluster, tmp_path):
     optuna.create_study(storage=optuna_first, study_name="s")
     with pytest.raises(Exception, match="Can't locate revision"):
         SqlAlchemyStore(optuna_first, str(tmp_path / "artifacts"))
+
+
+def test_workers_opening_an_empty_optuna_database_at_once_all_get_the_storage(cluster):
+    """Every worker creates Optuna's tables on first use; PostgreSQL lets one win and the others open it again
+    (without that, 3 of 4 threads got a unique violation from its catalogue)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from training.churn.tuning import open_storage
+
+    url = cluster.create_database("optuna_race")
+    start = threading.Barrier(4)
+
+    def open_at_once(_):
+        start.wait()
+        return open_storage(url)
+
+    with ThreadPoolExecutor(4) as pool:
+        storages = list(pool.map(open_at_once, range(4)))
+    assert all(s is not None for s in storages)
+    assert cluster.query("optuna_race", "SELECT count(*) FROM version_info") == [(1,)]

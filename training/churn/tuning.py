@@ -10,6 +10,7 @@ several processes can tune one study (then the sampler is not seeded, or they wo
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -17,7 +18,7 @@ import lightgbm as lgb
 import numpy as np
 import optuna
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError, SQLAlchemyError
 
 from features.errors import DataError
 
@@ -28,6 +29,7 @@ REPORT_INTERVAL = 10
 MONOTONE = {"recency_days": 1, "frequency": -1, "purchase_count": -1}
 CV_MAX_ROWS = 20_000
 CV_FOLDS = 5
+STORAGE_ATTEMPTS = 5
 
 
 @dataclass
@@ -191,13 +193,22 @@ def _first_line(exc: BaseException) -> str:
 def open_storage(url: str | None) -> optuna.storages.RDBStorage | None:
     """The Optuna storage behind `--storage` (None: the study lives in memory). A URL that cannot be parsed,
     lacks its driver or cannot be reached is a DataError naming it (password hidden), not a traceback.
-    Opening creates Optuna's tables when they are missing; several processes may do so at once."""
+
+    Opening creates Optuna's tables when they are missing. Workers started together on an empty database all
+    try, and PostgreSQL refuses all but one (a unique violation in its catalogue: measured, 3 of 4 threads);
+    those open it again once the tables exist."""
     if url is None:
         return None
-    try:
-        return optuna.storages.RDBStorage(url)
-    except (ValueError, ImportError, SQLAlchemyError) as exc:
-        raise DataError(f"--storage: cannot open Optuna storage {shown_url(url)}: {_first_line(exc)}") from None
+    for attempt in range(STORAGE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError) as exc:  # another process was creating the same tables
+            if attempt == STORAGE_ATTEMPTS - 1:
+                raise DataError(f"--storage: cannot open Optuna storage {shown_url(url)}: "
+                                f"{_first_line(exc)}") from None
+            time.sleep(0.2 * (attempt + 1))
+        except (ValueError, ImportError, SQLAlchemyError) as exc:
+            raise DataError(f"--storage: cannot open Optuna storage {shown_url(url)}: {_first_line(exc)}") from None
 
 
 def run_study(data: TuningData | CVData, trials: int, timeout: float | None, seed: int, threads: int = 2,
