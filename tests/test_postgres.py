@@ -73,7 +73,7 @@ def tracking_server(cluster, tmp_path_factory):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # the server and its workers: the session it was started in
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
