@@ -229,6 +229,34 @@ def test_a_champion_moved_by_another_run_during_the_comparison_is_not_overwritte
     assert client.get_model_version("churn-race", "3").tags["winback.promotion"] == registered["reason"]
 
 
+def test_runs_that_compared_with_the_same_champion_leave_the_decision_to_the_lowest_claiming_version(trained,
+                                                                                                monkeypatch):
+    import training.promotion as promotion
+
+    client = MlflowClient()
+    uri = trained["summary"]["model_uri"]
+    # another run, also first of its name, registered version 1 with its claim and has not moved the alias yet
+    mlflow.register_model(uri, "churn-lockstep", tags={promotion.CLAIM_TAG: "over no champion"})
+
+    def compare(champion_uri):
+        raise AssertionError("there is no champion to compare with")
+
+    mlflow.set_experiment("lockstep")
+    with mlflow.start_run(), pytest.warns(UserWarning, match="version 1, registered just before it"):
+        registered = promotion.register_and_promote(uri, "churn-lockstep", compare)
+    assert (registered["version"], registered["alias"]) == ("2", "challenger")
+    assert registered["reason"].startswith("version 1, registered just before it by another run that compared with "
+                                           "the same champion (no champion), takes the decision")
+    aliases = {k: str(v) for k, v in client.get_registered_model("churn-lockstep").aliases.items()}
+    assert aliases == {"challenger": "2"}  # version 1's run moves the champion alias, not this one
+    assert client.get_model_version("churn-lockstep", "2").tags[promotion.CLAIM_TAG] == "over no champion"
+    # claims older than the window (runs that died before moving the alias) do not block the next run
+    monkeypatch.setattr(promotion, "CLAIM_WINDOW_S", -1)
+    with mlflow.start_run():
+        later = promotion.register_and_promote(uri, "churn-lockstep", compare)
+    assert (later["version"], later["alias"]) == ("3", "champion") and _champion("churn-lockstep") == "3"
+
+
 def test_score_from_the_champion_alias_writes_the_contract_columns(trained):
     tmp = trained["tmp"]
     result = runner.invoke(app, ["score", "--model", "models:/winback-churn@champion", "--transactions", "tx.parquet",

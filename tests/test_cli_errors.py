@@ -50,3 +50,21 @@ def test_package_without_a_tracking_store_names_the_uri_it_searched(tmp_path, mo
     assert result.exit_code == 2
     assert "no MLflow tracking store at sqlite:///mlflow.db" in one_line(result)
     assert not (tmp_path / "mlflow.db").exists()  # nothing created on the way
+
+
+@pytest.mark.parametrize("url, says", [
+    ("postgresql+psycopg://alice:s3cret@127.0.0.1:9/optuna", "connection to server at \"127.0.0.1\", port 9 failed"),
+    ("foo://optuna", "Can't load plugin: sqlalchemy.dialects:foo"),
+    ("not a url", "Could not parse SQLAlchemy URL"),
+])
+def test_train_with_an_optuna_storage_that_cannot_be_opened_says_so_in_one_line(url, says, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    pd.DataFrame({"customer_id": ["a"], "timestamp": ["2024-01-02"], "amount": [3.0]}).to_csv("tx.csv", index=False)
+    result = runner.invoke(app, ["train", "churn", "--transactions", "tx.csv", "--cutoff", "2024-06-30",
+                                 "--trials", "1", "--storage", url, "--study-name", "churn"])
+    assert result.exit_code == 2, result.output
+    message = one_line(result)
+    assert message.startswith("error: --storage: cannot open Optuna storage") and says in message
+    assert "s3cret" not in result.output and "Traceback" not in result.output  # the password is never printed
+    assert not (tmp_path / "mlflow.db").exists()  # it failed before any run was started

@@ -10,10 +10,15 @@ A new version is aliased `champion` only when all of these hold:
 A champion that cannot be loaded (artifact store down, network, a damaged model) is an error
 (`PromotionError`, exit 2): nothing is registered and no alias moves.
 
-Concurrent runs: MLflow's registry has no compare-and-set, so promotion is optimistic. The alias is read
-before the comparison and read again immediately before it is moved; a run that finds it moved does not
-promote (alias `challenger`, the reason in the version's `winback.promotion` tag and a warning). What
-remains is the window of one registry call between that re-read and the move.
+Concurrent runs: MLflow's registry has no compare-and-set, so promotion is optimistic, and the decision is
+made once by the registry's own order. A run that would promote registers its version with a claim (tag
+`winback.promotion.claim`: the champion it compared with); version numbers are handed out one at a time, so
+among runs that compared with the same champion the lowest claiming version takes the decision and the others
+stay `challenger` (runs that finish in lockstep, e.g. workers sharing an Optuna study, all re-read the alias
+before any of them moves it: measured). Then the alias is read again immediately before it is moved; a run
+that finds it moved does not promote either (alias `challenger`, the reason in the version's
+`winback.promotion` tag and a warning). Claims older than CLAIM_WINDOW_S before the version (a run that died
+between registering and moving the alias) are ignored.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from dataclasses import asdict, dataclass
 from features.errors import DataError, DataWarning
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+CLAIM_TAG = "winback.promotion.claim"
+CLAIM_WINDOW_S = 600
 
 
 class PromotionError(DataError):
@@ -120,7 +127,15 @@ def register_and_promote(model_uri: str, name: str, compare: Callable[[str], Com
             verdict = "beats" if promote else "does not beat"
             reason = (f"{verdict} champion version {before} by more than the standard error of the paired "
                       f"difference ({comparison.describe()})")
-    version = str(mlflow.register_model(model_uri, name).version)
+    claim = f"over version {before}" if before is not None else "over no champion"
+    version = str(mlflow.register_model(model_uri, name, tags={CLAIM_TAG: claim} if promote else None).version)
+    if promote:
+        earlier = earlier_claim(name, version, claim)
+        if earlier is not None:
+            promote = False
+            reason = (f"version {earlier}, registered just before it by another run that compared with the same "
+                      f"champion ({claim.removeprefix('over ')}), takes the decision; not promoted")
+            warnings.warn(reason, DataWarning, stacklevel=2)
     if promote:
         now = champion_version(name)  # re-read immediately before moving: another run may have promoted
         if now != before:
@@ -140,6 +155,19 @@ def register_and_promote(model_uri: str, name: str, compare: Callable[[str], Com
                      "winback.promotion": reason})
     return {"name": name, "version": version, "alias": alias, "champion_version": before, "reason": reason,
             "comparison": figures}
+
+
+def earlier_claim(name: str, version: str, claim: str) -> str | None:
+    """The lowest version of `name` below `version` that claimed the champion alias over the same champion
+    within CLAIM_WINDOW_S before it, if any: that run takes the decision."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    created = client.get_model_version(name, version).creation_timestamp
+    rivals = [int(v.version) for v in client.search_model_versions(f"name = '{name}'")
+              if int(v.version) < int(version) and v.tags.get(CLAIM_TAG) == claim
+              and created - v.creation_timestamp <= CLAIM_WINDOW_S * 1000]
+    return str(min(rivals)) if rivals else None
 
 
 def registry_note(registered: dict | None) -> str:

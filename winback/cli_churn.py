@@ -129,6 +129,10 @@ def train_churn_command(
         raise DataError("--storage needs --study-name so that several processes join the same study")
     check_output(json_out, "--json-out", mkdir)
     _quiet_mlflow()
+    if storage:
+        from training.churn.tuning import open_storage
+
+        open_storage(storage)  # an unreachable or malformed URL fails now, before the data is read
 
     from training.churn.train import ChurnTrainConfig, train_churn
     from training.churn.data import prepare_table, prepare_transactions
