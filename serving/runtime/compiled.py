@@ -65,12 +65,17 @@ def _host() -> str:
     return f"{llvm.get_process_triple()}|{llvm.get_host_cpu_name()}|{features}"
 
 
-def cache_key(model_text: str) -> str:
-    """sha256 of the model text, lleaves and llvmlite versions, compile options and host CPU."""
+def versions() -> str:
+    """"lleaves version/llvmlite version"."""
     from importlib.metadata import version
 
+    return f"{version('lleaves')}/{version('llvmlite')}"
+
+
+def cache_key(model_text: str) -> str:
+    """sha256 of the model text, lleaves and llvmlite versions, compile options and host CPU."""
     digest = hashlib.sha256()
-    for part in (model_text, version("lleaves"), version("llvmlite"), COMPILE_OPTIONS, _host()):
+    for part in (model_text, versions(), COMPILE_OPTIONS, _host()):
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()
