@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e ".[dev,scale]"
+	$(BIN)/pip install --quiet -e ".[dev,scale,fast]"
 	touch $(STAMP)
 
 install: $(STAMP)

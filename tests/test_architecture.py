@@ -13,9 +13,11 @@ MODULES = {
                 "serving.runtime.catalog", "serving.batch.score", "serving.batch.recommend", "serving.api.online",
                 "serving.api.schemas", "serving.api.model_store", "serving.service", "serving.runtime.registry",
                 "serving.batch.plan", "serving.monitoring.drift", "serving.monitoring.report",
-                "serving.api.metrics"],
+                "serving.api.metrics", "serving.runtime.boosters", "serving.runtime.compiled"],
 }
-FORBIDDEN = {"features": ["mlflow", "bentoml", "training", "serving", "optuna"], "serving": ["training", "optuna"]}
+# lleaves / llvmlite: imported only once compiled trees are asked for, never by importing serving
+FORBIDDEN = {"features": ["mlflow", "bentoml", "training", "serving", "optuna"],
+             "serving": ["training", "optuna", "lleaves", "llvmlite"]}
 
 
 def _imported_after(module: str) -> set[str]:

@@ -9,8 +9,8 @@ from pathlib import Path
 import typer
 
 from winback import cli_spark
-from winback.cli_common import (MKDIR_HELP, check_output, console, flag, handle_errors, parse_date, print_registered,
-                                progress)
+from winback.cli_common import (MKDIR_HELP, check_output, compiled_trees_option, console, flag, handle_errors, parse_date,
+                                print_registered, progress, start_compiled_trees)
 
 
 def _quiet_mlflow() -> None:
@@ -174,6 +174,7 @@ def score_command(
                                          "too."),
     engine: str = cli_spark.engine_option(),
     spark_master: str | None = cli_spark.master_option(),
+    compiled_trees: bool = compiled_trees_option(),
     mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Churn probability, risk tier, lifecycle stage, value tier and value at risk per customer."""
@@ -188,6 +189,12 @@ def score_command(
     if spark and features is None:
         raise DataError("--engine spark scores a feature table: give --features (build it with "
                         "`winback features build --engine spark`)")
+    if spark and compiled_trees:
+        raise DataError("--compiled-trees: with the pandas engine only (drop it, or --engine pandas)")
+    if compiled_trees:
+        from serving.runtime.compiled import require
+
+        require()
     if not spark:
         table_format(output)
     check_output(output, "--output", mkdir)
@@ -197,6 +204,8 @@ def score_command(
 
     _quiet_mlflow()
     runtime = load_churn_runtime(model)
+    if compiled_trees:
+        start_compiled_trees(runtime)
     if spark:
         rows = cli_spark.score(spark_master, runtime, features, output)
         console.print(f"wrote {rows:,} scored customers to {output} (Parquet directory; Spark; model {model})",

@@ -8,8 +8,8 @@ import typer
 
 from features.errors import DataError
 from winback import cli_spark
-from winback.cli_common import (MKDIR_HELP, check_output, console, fail, flag, handle_errors, parse_date, print_registered,
-                                progress)
+from winback.cli_common import (MKDIR_HELP, check_output, compiled_trees_option, console, fail, flag, handle_errors,
+                                parse_date, print_registered, progress, start_compiled_trees)
 
 
 @handle_errors
@@ -108,6 +108,7 @@ def recommend_command(
                                         "first); with --max-sends both hold."),
     engine: str = cli_spark.engine_option(),
     spark_master: str | None = cli_spark.master_option(),
+    compiled_trees: bool = compiled_trees_option(),
     mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Choose an incentive (or none) per customer; optional send/budget cap over the whole batch."""
@@ -123,6 +124,12 @@ def recommend_command(
     spark = cli_spark.check_engine(engine)
     if spark and (max_sends is not None or budget is not None):
         fail("--engine spark: --max-sends / --budget need the whole base in one place; use the pandas engine")
+    if spark and compiled_trees:
+        fail("--compiled-trees: with the pandas engine only (drop it, or --engine pandas)")
+    if compiled_trees:
+        from serving.runtime.compiled import require
+
+        require()
     if not spark:
         table_format(output)
     check_output(output, "--output", mkdir)
@@ -133,6 +140,8 @@ def recommend_command(
         raise  # already names --model
     except Exception as exc:  # any other failure to read the model is a bad --model value for the user
         fail(f"--model: cannot load {model!r}: {exc}".splitlines()[0])
+    if compiled_trees:
+        start_compiled_trees(runtime)
     if spark:
         rows = cli_spark.recommend(spark_master, runtime, input, output, id_col, override)
         console.print(f"wrote {rows:,} recommendations to {output} (Parquet directory; Spark)", highlight=False)

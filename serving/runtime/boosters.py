@@ -12,6 +12,11 @@ For a handful of rows, `Booster.predict` spends most of its time setting up a pr
 (parameter parsing, shape checks); LightGBM's "fast single-row" C API does that set-up once. Each
 calling thread gets its own fast handle (LightGBM's buffers behind one handle are not meant to be
 shared between threads). Answers are the same numbers as `Booster.predict`.
+
+Compiled trees (`use_compiled`, the `fast` extra; see `serving.runtime.compiled`): when switched on, large
+batches (the calls that would use every core) go through the booster compiled by lleaves instead, on as
+many threads; small calls and contributions keep the paths above. Off unless asked for: the online service
+never compiles anything.
 """
 
 from __future__ import annotations
@@ -54,20 +59,41 @@ class _FastHandle:
 class BoosterCaller:
     """Predictions of one booster, choosing per call how to run them (see the module docstring).
 
-    Picklable: the per-thread fast handles are left behind and rebuilt on first use after unpickling."""
+    Picklable: the per-thread fast handles and the compiled model are left behind and rebuilt on first use
+    after unpickling (the compiled one from the disk cache)."""
+
+    _TRANSIENT = ("_local", "_compiled")
 
     def __init__(self, booster: lgb.Booster):
         self.booster = booster
         self.n_features = booster.num_feature()
         self.n_outputs = {_PREDICT_NORMAL: 1, _PREDICT_CONTRIB: self.n_features + 1}
+        self.compiled_trees = False
+        self._compiled = None
         self._local = threading.local()
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_local"}
+        return {k: v for k, v in self.__dict__.items() if k not in self._TRANSIENT}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        self.__dict__.setdefault("compiled_trees", False)  # pickled before compiled trees existed
+        self._compiled = None
         self._local = threading.local()
+
+    def use_compiled(self, on: bool = True) -> "BoosterCaller":
+        """Send large batches through the lleaves-compiled booster (compiled now, or loaded from the cache)."""
+        self.compiled_trees = on
+        if on:
+            self._compiled_model()
+        return self
+
+    def _compiled_model(self):
+        if self._compiled is None:
+            from serving.runtime import compiled
+
+            self._compiled = compiled.compile_model(self.booster.model_to_string())
+        return self._compiled
 
     def _fast(self, predict_type: int) -> _FastHandle:
         handles = self._local.__dict__.setdefault("handles", {})
@@ -94,6 +120,12 @@ class BoosterCaller:
         """(n, n_outputs): row by row for a few rows, else `Booster.predict` with the size's thread count."""
         if 0 < len(X) <= FAST_ROWS and X.shape[1] == self.n_features:
             return self._rows(X, predict_type)
+        if (self.compiled_trees and predict_type == _PREDICT_NORMAL and len(X) > SMALL_BATCH_ROWS
+                and X.ndim == 2 and X.shape[1] == self.n_features):
+            from serving.runtime.compiled import batch_threads
+
+            X = np.ascontiguousarray(X, dtype=np.float64)
+            return self._compiled_model().predict(X, n_jobs=batch_threads()).reshape(len(X), 1)
         out = self.booster.predict(X, num_threads=predict_threads(len(X)),
                                    **({"pred_contrib": True} if predict_type == _PREDICT_CONTRIB else {}))
         return out.reshape(len(X), self.n_outputs[predict_type])

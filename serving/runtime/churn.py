@@ -153,6 +153,12 @@ class ChurnRuntime:
             self._booster_caller = BoosterCaller(self.booster)
         return self._booster_caller
 
+    def compile_trees(self, on: bool = True) -> "ChurnRuntime":
+        """Large batches through the booster compiled by lleaves (the `fast` extra; compiled now or loaded
+        from the cache, see serving.runtime.compiled); small calls and contributions are unchanged."""
+        self._caller.use_compiled(on and self.scorer["kind"] != "linear")  # the linear scorer has no trees
+        return self
+
     @property
     def feature_names(self) -> list[str]:
         return list(self.encoder.features_)

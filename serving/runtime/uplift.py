@@ -82,6 +82,13 @@ class UpliftRuntime:
         self.reference: dict | None = None  # drift reference (serving.monitoring.drift), set at training
         self._callers = {name: BoosterCaller(b) for name, b in self.boosters.items()}
 
+    def compile_trees(self, on: bool = True) -> "UpliftRuntime":
+        """Large batches through the boosters compiled by lleaves (the `fast` extra; compiled now or loaded
+        from the cache, see serving.runtime.compiled); small calls are unchanged."""
+        for caller in self._callers.values():
+            caller.use_compiled(on)
+        return self
+
     @property
     def arms(self) -> list[str]:
         return self.catalog.arms
