@@ -42,6 +42,15 @@ def test_small_calls_use_one_thread_and_large_batches_every_core():
     assert predict_threads(SMALL_BATCH_ROWS + 1) == boosters.ALL_CORES == 0
 
 
+def test_a_process_can_cap_the_threads_of_large_batches_as_spark_tasks_do():
+    try:
+        boosters.limit_batch_threads(1)
+        assert predict_threads(10 * SMALL_BATCH_ROWS) == 1 and predict_threads(1) == 1
+    finally:
+        boosters.limit_batch_threads(0)
+    assert predict_threads(10 * SMALL_BATCH_ROWS) == boosters.ALL_CORES
+
+
 @pytest.mark.parametrize("rows, threads", [(FAST_ROWS + 1, 1), (SMALL_BATCH_ROWS, 1), (SMALL_BATCH_ROWS + 1, 0)])
 def test_booster_is_called_with_num_threads_for_its_size(model, monkeypatch, rows, threads):
     booster, X = model

@@ -3,6 +3,7 @@
 The runtime directory (boosters as text + runtime.json) travels to the executors as bytes inside the task,
 is written once per executor process to a temporary directory and loaded with `ChurnRuntime.load` /
 `UpliftRuntime.load`; `mapInPandas` then calls the very methods the pandas path calls on each Arrow batch.
+LightGBM runs on the task's cores (`spark.task.cpus`, default 1): Spark itself runs one task per core.
 """
 
 from __future__ import annotations
@@ -81,8 +82,20 @@ def _map(features, runtime, kind: str, compute, sample: pd.DataFrame):
     files = _pack(runtime)
 
     def run(parts):
+        from pyspark import TaskContext
+
+        from serving.runtime.boosters import limit_batch_threads
+
+        context = TaskContext.get()
+        limit_batch_threads(context.cpus() if context is not None else 1)  # one task per core already
         model = _unpack(files, kind)
         for part in parts:
             yield conform(compute(model, part), template)
 
-    return features.select(*needed).mapInPandas(run, schema)
+    features = features.select(*needed)
+    cores = features.sparkSession.sparkContext.defaultParallelism
+    if len(features.inputFiles()) < cores:
+        # a Parquet file's row group is read by one task, however many splits the file is cut into: a table
+        # written by pandas (one file, often one row group) would be scored on one core
+        features = features.repartition(cores)
+    return features.mapInPandas(run, schema)

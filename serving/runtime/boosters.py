@@ -37,9 +37,21 @@ _PREDICT_NORMAL, _PREDICT_CONTRIB = 0, 3
 _FLOAT64 = 1
 
 
+_batch_thread_limit = 0  # 0: none (large calls use every core)
+
+
+def limit_batch_threads(threads: int) -> None:
+    """Cap the threads of large calls in this process; 0 lifts the cap. Spark executors set it to the task's
+    cores: Spark already runs one task per core, and each task spreading over every core would put cores ×
+    cores OpenMP threads on the machine."""
+    global _batch_thread_limit
+    _batch_thread_limit = max(0, int(threads))
+
+
 def predict_threads(n_rows: int) -> int:
-    """`num_threads` for a LightGBM predict over `n_rows` rows: 1 for small calls, else every core."""
-    return 1 if n_rows <= SMALL_BATCH_ROWS else ALL_CORES
+    """`num_threads` for a LightGBM predict over `n_rows` rows: 1 for small calls, else every core (or the
+    `limit_batch_threads` cap)."""
+    return 1 if n_rows <= SMALL_BATCH_ROWS else (_batch_thread_limit or ALL_CORES)
 
 
 class _FastHandle:
@@ -125,7 +137,8 @@ class BoosterCaller:
             from serving.runtime.compiled import batch_threads
 
             X = np.ascontiguousarray(X, dtype=np.float64)
-            return self._compiled_model().predict(X, n_jobs=batch_threads()).reshape(len(X), 1)
+            threads = _batch_thread_limit or batch_threads()
+            return self._compiled_model().predict(X, n_jobs=threads).reshape(len(X), 1)
         out = self.booster.predict(X, num_threads=predict_threads(len(X)),
                                    **({"pred_contrib": True} if predict_type == _PREDICT_CONTRIB else {}))
         return out.reshape(len(X), self.n_outputs[predict_type])
