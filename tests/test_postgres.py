@@ -27,6 +27,9 @@ from conftest_service import free_port
 pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.postgres, pytest.mark.xdist_group("postgres"),
               pytest.mark.skipif(postgres.missing() is not None, reason=str(postgres.missing()))]
 CUTOFF = "2025-12-31"
+UPLIFT = ["train", "uplift", "--campaign", "data/campaign.parquet", "--treatment-col", "incentive", "--control",
+          "no_contact", "--outcome", "converted", "--transactions", "data/transactions.parquet", "--as-of", CUTOFF,
+          "--catalog", "data/incentives.yaml", "--seed", "1"]
 TRAIN = ["train", "churn", "--transactions", "data/transactions.parquet", "--profiles", "data/customers.parquet",
          "--cutoff", CUTOFF, "--horizon-days", "120", "--snapshots", "2", "--max-rounds", "80", "--seed", "1"]
 
@@ -134,7 +137,7 @@ def test_train_register_and_load_a_model_through_an_mlflow_server_on_postgresql(
     scores = model.predict(features)
     assert len(scores) == len(features) > 500
     assert scores["churn_probability"].between(0, 1).all() and scores["churn_probability"].std() > 0.05
-    assert list(scores["customer_id"]) == list(features["customer_id"])
+    assert "customer_id" not in scores.columns  # not a model input: one row per input row, in its order
 
 
 def test_two_processes_tune_one_study_in_postgresql_and_one_champion_is_chosen(cluster, tracking_server, workdir,
@@ -220,7 +223,7 @@ def test_workers_opening_an_empty_optuna_database_at_once_all_get_the_storage(cl
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from training.churn.tuning import open_storage
+    from training.studies import open_storage
 
     url = cluster.create_database("optuna_race")
     start = threading.Barrier(4)
@@ -233,3 +236,34 @@ def test_workers_opening_an_empty_optuna_database_at_once_all_get_the_storage(cl
         storages = list(pool.map(open_at_once, range(4)))
     assert all(s is not None for s in storages)
     assert cluster.query("optuna_race", "SELECT count(*) FROM version_info") == [(1,)]
+
+
+def test_two_uplift_processes_tune_one_study_in_postgresql_and_weigh_each_others_trials(cluster, workdir, client):
+    """`train uplift --storage`: the trial to ship is chosen by comparing trials row by row, so each trial keeps
+    its per-row terms in the study; the process that finishes last weighs every trial of both."""
+    import optuna
+
+    from training.uplift.tuning import unpack_terms
+
+    root, env = workdir
+    trials, study, name = 2, "uplift-team", "winback-uplift-workers"
+    storage = cluster.url("optuna")
+    procs = [subprocess.Popen(winback_args(*UPLIFT, "--trials", str(trials), "--storage", storage, "--study-name",
+                                           study, "--experiment", "winback-uplift-workers", "--register-as", name,
+                                           "--json-out", f"uplift{i}.json"),
+                              cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for i in range(2)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-4000:]
+    results = [json.loads((root / f"uplift{i}.json").read_text()) for i in range(2)]
+
+    loaded = optuna.load_study(study_name=study, storage=storage)
+    complete = loaded.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    # (queued starts that neither process reached may wait in the study: the next worker runs them)
+    assert len(complete) == len({t.number for t in complete}) == 2 * trials
+    assert len({len(unpack_terms(t.user_attrs["terms"])) for t in complete}) == 1  # the same rows for every trial
+    assert max(r["study"]["compared_trials"] for r in results) == 2 * trials
+    assert all(r["study"]["chosen_trial"] in range(2 * trials) for r in results)
+    aliases = client.get_registered_model(name).aliases
+    assert "champion" in aliases and len(client.search_model_versions(f"name = '{name}'")) == 2

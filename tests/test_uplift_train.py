@@ -48,7 +48,8 @@ def test_json_holds_the_contract_fields(trained):
     _, sim, result = trained
     arms = [item["name"] for item in sim.catalog["incentives"]]
     assert set(result) == {"run_id", "model_uri", "registered", "arms", "learner", "best_params", "fitted_on_rows",
-                           "validation"}
+                           "validation", "study"}
+    assert result["study"]["complete_trials"] == result["study"]["compared_trials"] == TRIALS
     assert result["fitted_on_rows"] == 3000  # refit on every row after validation (the default)
     assert result["arms"] == arms
     # a revenue outcome rules out class transformation
@@ -326,3 +327,29 @@ def test_a_searched_trial_replaces_the_regularised_start_only_beyond_the_paired_
         study.add_trial(optuna.trial.create_trial(value=float(terms.mean()), params={}, distributions={}))
     assert choose(study, {n: values[n] for n in (0, 1, 2)}, starts=2).number == 0  # noise does not replace it
     assert choose(study, values, starts=2).number == 3
+
+
+def test_workers_sharing_a_study_choose_among_every_workers_trials(trained, monkeypatch):
+    """Two `train uplift --storage … --study-name …` runs (one after the other here; at once on PostgreSQL in
+    test_postgres.py): the second sees the first's trials, with their per-row terms, and weighs all of them."""
+    import optuna
+
+    from training.uplift.tuning import unpack_terms
+
+    directory, _, _ = trained
+    monkeypatch.chdir(directory)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{directory}/mlflow.db")
+    shared = ["--storage", f"sqlite:///{directory}/optuna.db", "--study-name", "uplift-team"]
+    first = _train(directory, "worker1.json", trials=2, extra=shared, register_as="sim-uplift-team")
+    second = _train(directory, "worker2.json", trials=2, extra=shared, register_as="sim-uplift-team")
+    assert first["study"]["compared_trials"] == 2 and first["study"]["name"] == "uplift-team"
+    assert second["study"]["complete_trials"] == second["study"]["compared_trials"] == 4
+    study = optuna.load_study(study_name="uplift-team", storage=f"sqlite:///{directory}/optuna.db")
+    assert sorted(t.number for t in study.trials) == [0, 1, 2, 3]
+    lengths = {len(unpack_terms(t.user_attrs["terms"])) for t in study.trials}
+    assert lengths == {2100}  # every trial's out-of-fold terms: one per training row (70 % of 3,000)
+    assert second["study"]["chosen_trial"] in range(4)
+    result = CliRunner().invoke(app, ["train", "uplift", "--campaign", "campaign.parquet", "--treatment-col",
+                                      "incentive", "--control", "no_contact", "--outcome", "converted", "--catalog",
+                                      "incentives.yaml", "--storage", "sqlite:///x.db"])
+    assert result.exit_code == 2 and "--study-name" in result.output

@@ -130,7 +130,7 @@ def train_churn_command(
     check_output(json_out, "--json-out", mkdir)
     _quiet_mlflow()
     if storage:
-        from training.churn.tuning import open_storage
+        from training.studies import open_storage
 
         open_storage(storage)  # an unreachable or malformed URL fails now, before the data is read
 

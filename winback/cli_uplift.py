@@ -41,6 +41,8 @@ def train_uplift_command(
     refit: bool = flag("--refit/--no-refit", "After tuning and validation, ship the chosen learner refitted on every "
                        "row (the validation figures are of the fit on the training split). Default: on.",
                        default=True),
+    storage: str | None = typer.Option(None, "--storage", help="Optuna RDB URL shared by several processes."),
+    study_name: str | None = typer.Option(None, "--study-name", help="Optuna study name (needed with --storage)."),
     mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Tune multi-arm uplift models with Optuna, evaluate policies offline, log and register in MLflow."""
@@ -59,7 +61,14 @@ def train_uplift_command(
         fail(f"--trials: must be at least 1, got {trials}")
     if transactions is not None and as_of is None:
         fail("--transactions needs --as-of")
+    storage, study_name = storage or None, study_name or None
+    if storage and not study_name:
+        fail("--storage needs --study-name so that several processes join the same study")
     check_output(json_out, "--json-out", mkdir)
+    if storage:
+        from training.studies import open_storage
+
+        open_storage(storage)  # an unreachable or malformed URL fails now, before the data is read
     config = UpliftConfig(
         campaign=campaign[0], more_campaigns=tuple(campaign[1:]), treatment_col=treatment_col, control=control, outcome=outcome,
         catalog=load_catalog(catalog), catalog_path=catalog, json_out=json_out, revenue_col=revenue_col,
@@ -67,7 +76,7 @@ def train_uplift_command(
         transactions=transactions, profiles=profiles, as_of=parse_date(as_of, "--as-of") if as_of else None,
         campaign_date=parse_date(campaign_date, "--campaign-date") if campaign_date else None,
         trials=trials, timeout=timeout, seed=seed, experiment=experiment, register_as=register_as,
-        churn_model=churn_model, refit=refit)
+        churn_model=churn_model, refit=refit, storage=storage, study_name=study_name)
     with progress() as bar:
         task = bar.add_task("tuning", total=trials)
         result = train_uplift(config, TrackingSettings.from_env(experiment),

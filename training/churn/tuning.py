@@ -10,17 +10,16 @@ several processes can tune one study (then the sampler is not seeded, or they wo
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import lightgbm as lgb
 import numpy as np
 import optuna
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
 from features.errors import DataError
+from training.studies import first_line, open_storage, shown_url
 
 MAX_ROUNDS = 2000
 EARLY_STOPPING_ROUNDS = 100
@@ -29,7 +28,6 @@ REPORT_INTERVAL = 10
 MONOTONE = {"recency_days": 1, "frequency": -1, "purchase_count": -1}
 CV_MAX_ROWS = 20_000
 CV_FOLDS = 5
-STORAGE_ATTEMPTS = 5
 
 
 @dataclass
@@ -175,42 +173,6 @@ def mlflow_trial_logger() -> Callable[[optuna.Study, optuna.trial.FrozenTrial], 
     return log_trial
 
 
-def shown_url(url: str | None) -> str:
-    """A storage URL as it may be printed: the password replaced by ***."""
-    if url is None:
-        return "in memory"
-    try:
-        return repr(make_url(url).render_as_string(hide_password=True))
-    except (ArgumentError, ValueError):
-        return repr(url)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def open_storage(url: str | None) -> optuna.storages.RDBStorage | None:
-    """The Optuna storage behind `--storage` (None: the study lives in memory). A URL that cannot be parsed,
-    lacks its driver or cannot be reached is a DataError naming it (password hidden), not a traceback.
-
-    Opening creates Optuna's tables when they are missing. Workers started together on an empty database all
-    try, and PostgreSQL refuses all but one (a unique violation in its catalogue: measured, 3 of 4 threads);
-    those open it again once the tables exist."""
-    if url is None:
-        return None
-    for attempt in range(STORAGE_ATTEMPTS):
-        try:
-            return optuna.storages.RDBStorage(url)
-        except (IntegrityError, ProgrammingError) as exc:  # another process was creating the same tables
-            if attempt == STORAGE_ATTEMPTS - 1:
-                raise DataError(f"--storage: cannot open Optuna storage {shown_url(url)}: "
-                                f"{_first_line(exc)}") from None
-            time.sleep(0.2 * (attempt + 1))
-        except (ValueError, ImportError, SQLAlchemyError) as exc:
-            raise DataError(f"--storage: cannot open Optuna storage {shown_url(url)}: {_first_line(exc)}") from None
-
-
 def run_study(data: TuningData | CVData, trials: int, timeout: float | None, seed: int, threads: int = 2,
               storage: str | None = None, study_name: str | None = None,
               callbacks: Sequence[Callable] = (), max_rounds: int = MAX_ROUNDS) -> optuna.Study:
@@ -224,7 +186,7 @@ def run_study(data: TuningData | CVData, trials: int, timeout: float | None, see
         study = optuna.create_study(storage=open_storage(storage), study_name=study_name, direction="maximize",
                                     sampler=sampler, pruner=pruner, load_if_exists=True)
     except (ValueError, ImportError, SQLAlchemyError) as exc:
-        raise DataError(f"--storage: cannot open Optuna storage {shown_url(storage)}: {_first_line(exc)}") from None
+        raise DataError(f"--storage: cannot open Optuna storage {shown_url(storage)}: {first_line(exc)}") from None
     study.optimize(make_objective(data, seed, threads, max_rounds), n_trials=trials, timeout=timeout,
                    callbacks=list(callbacks), gc_after_trial=False)
     completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))

@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pandas as pd
 
 from features.errors import DataError
@@ -170,7 +171,8 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
 
         def log_trial(number: int, learner: str, params: dict, trial) -> None:
             with mlflow.start_run(run_name=f"trial-{number}", nested=True):
-                mlflow.set_tag("trial_state", "complete")
+                mlflow.set_tags({"trial_state": "complete", **({"study_name": config.study_name}
+                                                                if config.study_name else {})})
                 mlflow.log_params({"learner": learner, **params})
                 mlflow.log_metrics({"net_policy_value_dr": trial.net_value, "net_policy_value_dr_se": trial.net_value_se,
                                     "mean_qini_auc": float(np.mean(list(trial.qini.values())))})
@@ -179,8 +181,8 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
             if on_trial is not None:
                 on_trial(number, "complete")
 
-        study, best = tune(tuning, encoder, config.catalog, learners, config.seed, config.trials, config.timeout,
-                           log_trial)
+        study, best, compared = tune(tuning, encoder, config.catalog, learners, config.seed, config.trials, config.timeout,
+                           log_trial, config.storage, config.study_name)
         learner = best.params["learner"]
         params = {k: v for k, v in best.params.items() if k != "learner"}
         mlflow.log_params({"best_learner": learner, **{f"best_{k}": v for k, v in params.items()}})
@@ -212,7 +214,11 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
                                                                      config))
         result = {"run_id": run.info.run_id, "model_uri": info.model_uri, "registered": registered,
                   "arms": config.catalog.arms, "learner": learner, "best_params": params,
-                  "fitted_on_rows": len(data.y) if config.refit else len(train_rows), "validation": validation}
+                  "fitted_on_rows": len(data.y) if config.refit else len(train_rows), "validation": validation,
+                  "study": {"name": study.study_name, "chosen_trial": best.number,
+                            "complete_trials": len(study.get_trials(deepcopy=False,
+                                                                    states=(optuna.trial.TrialState.COMPLETE,))),
+                            "compared_trials": compared}}
         describe_run(_description(config, data, learner, validation, registered))
         mlflow.log_dict(result, "uplift_result.json")
     if config.json_out is not None:

@@ -5,10 +5,16 @@ decisions over sending nothing, measured out of fold on every training row (K se
 arm × outcome, the same for every trial, so trials are comparable; one validation split of a few thousand
 rows is too noisy to rank trials), with its paired standard error. Qini AUC per arm is logged beside it
 as a diagnostic of ranking.
+
+Several processes can tune one study (`storage` + `study_name`, an Optuna RDB such as PostgreSQL). The choice
+of the trial to ship compares trials row by row (`choose`), so each trial also stores its per-row terms in the
+study (compressed float64, a user attribute): every process then chooses from every trial of the study.
 """
 
 from __future__ import annotations
 
+import base64
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +24,7 @@ import optuna
 from serving.runtime.catalog import Catalog
 from serving.runtime.encoding import FeatureEncoder
 from training.uplift.evaluate import arm_rows, decision_terms, qini_auc
+from training.studies import open_storage
 from training.uplift.learners import LEARNERS, class_transformation_applies, fit_runtime
 
 
@@ -116,11 +123,23 @@ def evaluate(learner: str, params: dict, data: TuningData, encoder: FeatureEncod
     return TrialResult(float(terms.mean()), float(terms.std(ddof=1) / np.sqrt(n)), qini, terms)
 
 
+def pack_terms(terms: np.ndarray) -> str:
+    """Per-row terms as text for a study's user attribute (float64, zlib, base64)."""
+    return base64.b64encode(zlib.compress(np.ascontiguousarray(terms, dtype="<f8").tobytes(), 6)).decode("ascii")
+
+
+def unpack_terms(text: str) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype="<f8")
+
+
 def tune(data: TuningData, encoder: FeatureEncoder, catalog: Catalog, learners: list[str], seed: int,
          trials: int, timeout: float | None,
-         log_trial: Callable[[int, str, dict, TrialResult], None]) -> tuple[optuna.Study, optuna.trial.FrozenTrial]:
-    """Run the study and choose a trial (`choose`); `log_trial(number, learner, params, result)` records each
-    trial. Each trial's figures are also kept as user attributes (`net_value_se`, `qini`)."""
+         log_trial: Callable[[int, str, dict, TrialResult], None], storage: str | None = None,
+         study_name: str | None = None) -> tuple[optuna.Study, optuna.trial.FrozenTrial, int]:
+    """Run the study (in memory, or joined in `storage`) and choose a trial (`choose`) among the trials whose
+    per-row terms are known (also returned: how many, every complete trial of the study); `log_trial(number,
+    learner, params, result)` records each trial this process runs. Each trial's figures are also kept as
+    user attributes (`net_value_se`, `qini`, and `terms` when the study is shared)."""
     terms: dict[int, np.ndarray] = {}
 
     def objective(trial: optuna.Trial) -> float:
@@ -129,17 +148,29 @@ def tune(data: TuningData, encoder: FeatureEncoder, catalog: Catalog, learners: 
         terms[trial.number] = result.terms
         trial.set_user_attr("net_value_se", result.net_value_se)
         trial.set_user_attr("qini", result.qini)
+        if storage is not None:
+            trial.set_user_attr("terms", pack_terms(result.terms))
         log_trial(trial.number, learner, params, result)
         return result.net_value
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed)
-    study = optuna.create_study(direction="maximize", sampler=sampler)
+    # workers sharing a study with one seed would sample the same parameters trial for trial; the folds and
+    # LightGBM still follow the seed, so every worker's trials are measured on the same rows
+    sampler = optuna.samplers.TPESampler(seed=seed if storage is None else None)
+    study = optuna.create_study(direction="maximize", sampler=sampler, storage=open_storage(storage),
+                                study_name=study_name, load_if_exists=True)
+    # the regularised starts, once per study (workers starting at the same moment may both queue them: they are
+    # then run twice, which costs trials but changes no choice)
     start = start_params(len(data.y) * (FOLDS - 1) / FOLDS, len(catalog.arms))
     for learner in learners:
-        study.enqueue_trial({"learner": learner, **start})
+        study.enqueue_trial({"learner": learner, **start}, skip_if_exists=True)
     study.optimize(objective, n_trials=trials, timeout=timeout, gc_after_trial=False)
-    return study, choose(study, terms, starts=len(learners))
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if trial.number not in terms and "terms" in trial.user_attrs:  # another process's trial
+            shared = unpack_terms(trial.user_attrs["terms"])
+            if len(shared) == len(data.y):
+                terms[trial.number] = shared
+    return study, choose(study, terms, starts=len(learners)), len(terms)
 
 
 def choose(study: optuna.Study, terms: dict[int, np.ndarray], starts: int) -> optuna.trial.FrozenTrial:
