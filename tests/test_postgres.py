@@ -267,3 +267,4 @@ def test_two_uplift_processes_tune_one_study_in_postgresql_and_weigh_each_others
     assert all(r["study"]["chosen_trial"] in range(2 * trials) for r in results)
     aliases = client.get_registered_model(name).aliases
     assert "champion" in aliases and len(client.search_model_versions(f"name = '{name}'")) == 2
+

@@ -48,7 +48,15 @@ class TrackingSettings:
             experiment = mlflow.set_experiment(self.experiment)
         if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
             # MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces, tokens)
-            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            client = mlflow.MlflowClient()
+            try:
+                client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+            except mlflow.exceptions.MlflowException:
+                # workers starting together on a new experiment all set it; a PostgreSQL-backed server refuses
+                # the second insert of the same tag (measured): fine when another worker set the same value
+                tags = client.get_experiment(experiment.experiment_id).tags
+                if tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                    raise
 
 
 def log_dataset(frame: pd.DataFrame, name: str, context: str, target: str | None = None) -> None:
