@@ -44,6 +44,17 @@ def run(root: Path, env: dict, *args: str) -> str:
     return done.stdout
 
 
+def run_workers(root: Path, env: dict, *args: str, workers: int = 2) -> list[dict]:
+    """`winback ARGS --json-out <name>-<i>.json` in `workers` processes at once; each must exit 0; their JSON."""
+    tag = args[1]
+    procs = [subprocess.Popen(winback_args(*args, "--json-out", f"{tag}-{i}.json"), cwd=root, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(workers)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for proc, out in zip(procs, outputs):
+        assert proc.returncode == 0, out[-4000:]
+    return [json.loads((root / f"{tag}-{i}.json").read_text()) for i in range(workers)]
+
+
 @pytest.fixture(scope="module")
 def cluster():
     with postgres.throwaway_cluster(("mlflow", "optuna")) as pg:
@@ -147,15 +158,8 @@ def test_two_processes_tune_one_study_in_postgresql_and_one_champion_is_chosen(c
     root, env = workdir
     trials, study, name, experiment = 2, "churn-team", "winback-churn-workers", "winback-workers"
     storage = cluster.url("optuna")
-    procs = [subprocess.Popen(winback_args(*TRAIN, "--trials", str(trials), "--storage", storage, "--study-name",
-                                           study, "--experiment", experiment, "--register-as", name,
-                                           "--json-out", f"worker{i}.json"),
-                              cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    for proc, out in zip(procs, outputs):
-        assert proc.returncode == 0, out[-4000:]
-    results = [json.loads((root / f"worker{i}.json").read_text()) for i in range(2)]
+    results = run_workers(root, env, *TRAIN, "--trials", str(trials), "--storage", storage, "--study-name", study,
+                          "--experiment", experiment, "--register-as", name)
 
     # one study, 2 × N complete trials with distinct numbers, every one in PostgreSQL
     loaded = optuna.load_study(study_name=study, storage=storage)
@@ -248,15 +252,8 @@ def test_two_uplift_processes_tune_one_study_in_postgresql_and_weigh_each_others
     root, env = workdir
     trials, study, name = 2, "uplift-team", "winback-uplift-workers"
     storage = cluster.url("optuna")
-    procs = [subprocess.Popen(winback_args(*UPLIFT, "--trials", str(trials), "--storage", storage, "--study-name",
-                                           study, "--experiment", "winback-uplift-workers", "--register-as", name,
-                                           "--json-out", f"uplift{i}.json"),
-                              cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i in range(2)]
-    outputs = [p.communicate(timeout=600)[0] for p in procs]
-    for proc, out in zip(procs, outputs):
-        assert proc.returncode == 0, out[-4000:]
-    results = [json.loads((root / f"uplift{i}.json").read_text()) for i in range(2)]
+    results = run_workers(root, env, *UPLIFT, "--trials", str(trials), "--storage", storage, "--study-name", study,
+                          "--experiment", "winback-uplift-workers", "--register-as", name)
 
     loaded = optuna.load_study(study_name=study, storage=storage)
     complete = loaded.get_trials(states=(optuna.trial.TrialState.COMPLETE,))

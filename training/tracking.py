@@ -45,7 +45,12 @@ class TrackingSettings:
         if self.run_id:
             experiment = mlflow.set_experiment(experiment_id=mlflow.get_run(self.run_id).info.experiment_id)
         else:
-            experiment = mlflow.set_experiment(self.experiment)
+            try:
+                experiment = mlflow.set_experiment(self.experiment)
+            except mlflow.exceptions.MlflowException:
+                # workers creating the same new experiment at once: the store may refuse the second insert with
+                # an error MLflow does not read as "already exists"; by now it exists
+                experiment = mlflow.set_experiment(self.experiment)
         if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
             # MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces, tokens)
             client = mlflow.MlflowClient()
