@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from features.errors import DataError, DataWarning
+from features.errors import DataError, DataWarning, first_line
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 CLAIM_TAG = "winback.promotion.claim"
@@ -88,7 +88,7 @@ def champion_version(name: str) -> str | None:
     except MlflowException as exc:
         if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
             return None
-        raise PromotionError(f"cannot read the registry for {name!r}: {_first_line(exc)}") from None
+        raise PromotionError(f"cannot read the registry for {name!r}: {first_line(exc)}") from None
     version = model.aliases.get(CHAMPION)
     return None if version is None else str(version)
 
@@ -99,7 +99,7 @@ def load_champion(load: Callable[[str], object], model_uri: str):
         return load(model_uri)
     except Exception as exc:  # artifact store, network, damaged files: all mean "cannot compare"
         raise PromotionError(f"the current champion {model_uri} cannot be loaded, so the new model cannot be "
-                             f"compared with it and no alias was moved: {_first_line(exc)}") from None
+                             f"compared with it and no alias was moved: {first_line(exc)}") from None
 
 
 def register_and_promote(model_uri: str, name: str, compare: Callable[[str], Comparison]) -> dict:
@@ -176,8 +176,3 @@ def registry_note(registered: dict | None) -> str:
         return ""
     return (f"\n\nRegistry: {registered['name']} version {registered['version']} @{registered['alias']} — "
             f"{registered['reason']}.")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

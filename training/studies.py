@@ -11,7 +11,7 @@ import optuna
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError, SQLAlchemyError
 
-from features.errors import DataError
+from features.errors import DataError, first_line
 
 STORAGE_ATTEMPTS = 5
 
@@ -24,11 +24,6 @@ def shown_url(url: str | None) -> str:
         return repr(make_url(url).render_as_string(hide_password=True))
     except (ArgumentError, ValueError):
         return repr(url)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def open_storage(url: str | None) -> optuna.storages.RDBStorage | None:

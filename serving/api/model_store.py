@@ -15,7 +15,7 @@ from typing import Any
 from bentoml.exceptions import NotFound
 from bentoml.models import BentoModel
 
-from features.errors import DataError
+from features.errors import DataError, first_line
 from serving.runtime.churn import ChurnRuntime
 from serving.runtime.registry import registry_version
 from serving.runtime.uplift import UpliftRuntime, find_runtime_dir
@@ -77,7 +77,7 @@ def registry_reference(model_uri: str) -> dict[str, str]:
     try:
         ref = registry_version(model_uri)
     except MlflowException as exc:
-        raise DataError(f"{model_uri}: not found in the MLflow registry ({_first_line(exc)})") from None
+        raise DataError(f"{model_uri}: not found in the MLflow registry ({first_line(exc)})") from None
     if ref is None:
         return {}
     name, version = ref
@@ -100,7 +100,7 @@ def import_mlflow_model(model: PackagedModel, model_uri: str | None = None, mode
     try:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri))
     except (MlflowException, OSError) as exc:
-        raise DataError(f"{uri}: cannot download the {model.kind} model ({_first_line(exc)})") from None
+        raise DataError(f"{uri}: cannot download the {model.kind} model ({first_line(exc)})") from None
     mlmodel = local / "MLmodel"
     if mlmodel.is_file():
         run_id = (yaml.safe_load(mlmodel.read_text()) or {}).get("run_id")
@@ -125,7 +125,7 @@ def load_runtime(model: PackagedModel, mlflow_dir: str | Path) -> ChurnRuntime |
             return ChurnRuntime.load(root / "artifacts" / "runtime")
         return UpliftRuntime.load(find_runtime_dir(root))
     except (FileNotFoundError, KeyError, ValueError) as exc:
-        raise DataError(f"{root}: not a winback {model.kind} model ({_first_line(exc)})") from None
+        raise DataError(f"{root}: not a winback {model.kind} model ({first_line(exc)})") from None
 
 
 def load_packaged(stored) -> ChurnRuntime | UpliftRuntime:
@@ -139,8 +139,3 @@ def describe(stored) -> dict[str, Any]:
     return {"name": stored.tag.name, "bento_tag": str(stored.tag),
             "registry_version": labels.get("registry_version"), "mlflow_run_id": labels.get("mlflow_run_id"),
             "model_uri": labels.get("model_uri")}
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -18,8 +18,8 @@ import numpy as np
 import optuna
 from sqlalchemy.exc import SQLAlchemyError
 
-from features.errors import DataError
-from training.studies import first_line, open_storage, shown_url
+from features.errors import DataError, first_line
+from training.studies import open_storage, shown_url
 
 MAX_ROUNDS = 2000
 EARLY_STOPPING_ROUNDS = 100
