@@ -24,10 +24,13 @@ from features.segment import SegmentConfig
 from serving.runtime.catalog import Catalog
 from serving.runtime.churn import ChurnRuntime
 from serving.runtime.encoding import FeatureEncoder
+from serving.runtime.btyd import BgNbd, GammaGamma
 from serving.runtime.uplift import UpliftRuntime
+from serving.runtime.value import ValueModel, design, value_columns
 
 REPO = Path(__file__).resolve().parents[1]
-CHURN_FEATURES = ["recency_days", "tenure_days", "overdue_ratio", "frequency", "spend_365d", "top_category"]
+CHURN_FEATURES = ["recency_days", "tenure_days", "overdue_ratio", "frequency", "monetary_total", "spend_365d",
+                  "top_category"]
 UPLIFT_FEATURES = ["recency_days", "frequency", "spend_365d", "top_category"]  # a different encoding on purpose
 CATEGORIES = ["books", "garden", "toys"]
 CATALOG = Catalog.from_dict({"control": "none", "outcome_value": 40.0,
@@ -51,6 +54,7 @@ def feature_table(n: int = 400, seed: int = 0) -> pd.DataFrame:
         "spend_365d": rng.gamma(2.0, 150.0, n).round(2),
         "top_category": pd.Categorical(rng.choice(CATEGORIES, n)),
     })
+    frame["monetary_total"] = (frame["frequency"] * rng.gamma(3.0, 25.0, n)).round(2)
     return frame
 
 
@@ -68,7 +72,19 @@ def churn_runtime(frame: pd.DataFrame) -> ChurnRuntime:
     booster = _train(X, y, encoder)
     return ChurnRuntime(encoder, booster.model_to_string(), {"method": "platt", "a": 0.9, "b": -0.1},
                         {"high": 0.6, "medium": 0.3}, horizon_days=90, value_tier_thresholds=(150.0, 400.0),
-                        segment_config=dataclasses.asdict(SegmentConfig()), metadata={"run_id": CHURN_RUN_ID})
+                        segment_config=dataclasses.asdict(SegmentConfig()), metadata={"run_id": CHURN_RUN_ID},
+                        value=value_model(frame))
+
+
+def value_model(frame: pd.DataFrame) -> ValueModel:
+    """A value model whose trees correct the BTYD baseline upwards for recent customers."""
+    names = value_columns(list(frame.columns))
+    bgnbd, gamma_gamma = BgNbd(r=0.8, alpha=40.0, a=0.7, b=2.0), GammaGamma(p=5.0, q=4.0, gamma=20.0)
+    matrix, baseline = design(lambda c: frame[c].to_numpy(dtype=float), names, bgnbd, gamma_gamma, 90)
+    target = baseline * np.where(frame["recency_days"].to_numpy() < 30, 1.5, 0.8)
+    booster = lgb.train({"objective": "gamma", "verbosity": -1, "num_leaves": 4, "num_threads": 1, "seed": 0},
+                        lgb.Dataset(matrix, target, init_score=np.log(baseline)), num_boost_round=10)
+    return ValueModel(bgnbd.to_dict(), gamma_gamma.to_dict(), 90, names, booster.model_to_string())
 
 
 def uplift_runtime(frame: pd.DataFrame) -> UpliftRuntime:

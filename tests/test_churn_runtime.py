@@ -97,12 +97,11 @@ def test_segments_follow_segment_rules_and_stored_value_thresholds():
     assert tier.tolist() == ["low", "mid", "high"]
 
 
-def test_expected_spend_is_trailing_rate_times_horizon_with_a_90_day_floor():
-    runtime, _ = make_runtime(horizon_days=180)
-    rows = pd.DataFrame({"recency_days": [1.0, 1.0], "frequency": [2.0, 2.0], "tenure_days": [400.0, 30.0],
-                         "overdue_ratio": [1.0, 1.0], "spend_365d": [365.0, 365.0], "top_channel": ["app", "app"]})
-    expected = runtime.expected_spend(runtime.encoder.transform(rows))
-    assert expected.tolist() == pytest.approx([180.0, 365.0 / 90 * 180])
+def test_a_model_without_purchase_totals_has_no_value_model_and_answers_missing_values():
+    runtime, frame = make_runtime(horizon_days=180)
+    scored = runtime.score_frame(frame.head(3))
+    assert runtime.value is None
+    assert scored[["expected_spend", "value_if_retained", "value_at_risk", "clv_12m"]].isna().all().all()
 
 
 def test_contributions_add_up_to_the_raw_log_odds_and_reasons_rank_them():
@@ -128,10 +127,9 @@ def test_saved_runtime_is_json_plus_booster_text_and_predicts_identically(tmp_pa
     assert loaded.metadata == {"run_id": "r1", "horizon_days": 180} and loaded.value_tier_thresholds == (100.0, 500.0)
 
 
-def test_score_frame_keeps_the_customer_index_and_value_at_risk_is_probability_times_spend():
+def test_score_frame_keeps_the_customer_index_and_has_the_value_columns():
     runtime, frame = make_runtime()
     scored = runtime.score_frame(frame.head(3))
-    assert list(scored.columns) == ["churn_probability", "risk_tier", "lifecycle_stage", "value_tier", "value_at_risk"]
+    assert list(scored.columns) == ["churn_probability", "risk_tier", "lifecycle_stage", "value_tier",
+                                    "expected_spend", "value_if_retained", "value_at_risk", "clv_12m"]
     assert list(scored.index) == ["c0", "c1", "c2"]
-    X = runtime.encoder.transform(frame.head(3))
-    np.testing.assert_allclose(scored["value_at_risk"], np.round(scored["churn_probability"] * runtime.expected_spend(X), 2))

@@ -264,11 +264,17 @@ def test_score_from_the_champion_alias_writes_the_contract_columns(trained):
     assert result.exit_code == 0, result.output
     scores = read_table(tmp / "scores.parquet")
     assert list(scores.columns) == ["customer_id", "churn_probability", "risk_tier", "lifecycle_stage",
-                                    "value_tier", "value_at_risk"]
+                                    "value_tier", "expected_spend", "value_if_retained", "value_at_risk", "clv_12m"]
     assert len(scores) == trained["sim"].transactions["customer_id"].nunique()
     assert scores["churn_probability"].between(0, 1).all()
     assert set(scores["risk_tier"]) == {"high", "medium", "low"}
     assert (scores["value_at_risk"] >= 0).all() and "version 1" in result.output
+    # the value columns hold together: at risk + expected = if retained (to rounding), 12 months ≥ the horizon
+    values = scores[["expected_spend", "value_if_retained", "value_at_risk", "clv_12m"]]
+    assert values.notna().all().all() and (values > 0).all().all()
+    np.testing.assert_allclose(scores["value_at_risk"] + scores["expected_spend"], scores["value_if_retained"],
+                               atol=0.011)
+    assert (scores["clv_12m"] >= scores["expected_spend"] - 0.01).all()
 
 
 @pytest.mark.parametrize("args,message", [

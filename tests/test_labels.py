@@ -9,6 +9,7 @@ import pytest
 
 from features.errors import DataError
 from training.labels import (
+    FUTURE_SPEND,
     LABEL,
     SNAPSHOT,
     churn_labels,
@@ -51,11 +52,12 @@ def test_purchase_after_snapshot_changes_no_feature_only_the_label(make_transact
     before = snapshot_frame(make_transactions(rows), T, horizon_days=60)
     after = snapshot_frame(make_transactions(rows + [("a", "2024-07-01 09:00", 500), ("c", "2024-07-02", 9)]),
                            T, horizon_days=60)
-    features = [c for c in before.columns if c != LABEL]
+    features = [c for c in before.columns if c not in (LABEL, FUTURE_SPEND)]
     pdt.assert_frame_equal(before[features], after[features])
     assert list(after.index) == ["a", "b"]  # a customer first seen after T is not in the snapshot
     assert before[LABEL].to_dict() == {"a": 1, "b": 1}
     assert after[LABEL].to_dict() == {"a": 0, "b": 1}
+    assert after[FUTURE_SPEND].to_dict() == {"a": 500.0, "b": 0.0}  # the value model's target: the window's spend
     assert before.loc["a", "recency_days"] == 60 and before.loc["a", "frequency"] == 2
 
 

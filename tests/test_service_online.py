@@ -133,11 +133,11 @@ def test_max_sends_keeps_only_the_sends_with_the_highest_net_value(table, churn,
 
 def test_online_answers_equal_batch_scoring_and_batch_recommend(tmp_path, table, churn, uplift, snapshot):
     from serving.batch.recommend import recommend
-    from serving.batch.score import score_table
+    from serving.batch.score import score_feature_table
 
     features = tmp_path / "features.parquet"
     table.to_parquet(features)
-    score_table(churn, table, tmp_path / "scores.parquet")
+    score_feature_table(churn, table, tmp_path / "scores.parquet")
     recommend(uplift, features, tmp_path / "recs.parquet")
     batch_scores = pd.read_parquet(tmp_path / "scores.parquet").set_index("customer_id")
     batch_recs = pd.read_parquet(tmp_path / "recs.parquet").set_index("customer_id")
@@ -151,6 +151,8 @@ def test_online_answers_equal_batch_scoring_and_batch_recommend(tmp_path, table,
             b, br = batch_scores.loc[s["customer_id"]], batch_recs.loc[r["customer_id"]]
             assert s["churn_probability"] == b["churn_probability"]
             assert s["risk_tier"] == b["risk_tier"]
+            for name in ("expected_spend", "value_if_retained", "value_at_risk", "clv_12m"):
+                assert s[name] == b[name] and s[name] > 0, name
             assert r["incentive"] == br["incentive"]
             assert r["expected_net_value"] == br["expected_net_value"]
             assert [r["uplift"][a] for a in CATALOG.arms] == [br[f"uplift:{a}"] for a in CATALOG.arms]

@@ -19,6 +19,7 @@ from features.errors import DataError
 
 LABEL = "churned"
 SNAPSHOT = "snapshot_date"
+FUTURE_SPEND = "future_spend"  # what the customer spent in the label window: the value model's target
 _TRUE = {"1", "yes", "y", "true", "t", "churn", "churned"}
 _FALSE = {"0", "no", "n", "false", "f", "retained", "active"}
 
@@ -52,9 +53,21 @@ def churn_labels(transactions: pd.DataFrame, customers: Sequence[str], as_of: pd
     return pd.Series((~index.isin(returned)).astype(np.int8), index=index, name=LABEL)
 
 
+def future_spend(transactions: pd.DataFrame, customers: Sequence[str], as_of: pd.Timestamp,
+                 horizon_days: int) -> pd.Series:
+    """Each customer's spend in (as_of, as_of + horizon] (0 without a purchase), indexed by customer."""
+    start, end = day_end(as_of), day_end(as_of + pd.Timedelta(days=horizon_days))
+    ts = transactions["timestamp"]
+    window = transactions.loc[(ts >= start) & (ts < end)]
+    spend = window.groupby("customer_id", sort=False)["amount"].sum()
+    index = pd.Index(customers, name="customer_id")
+    return spend.reindex(index).fillna(0.0).astype(float).rename(FUTURE_SPEND)
+
+
 def snapshot_frame(transactions: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int,
                    profiles: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Features as of `as_of` (built from transactions ≤ as_of only) plus the churn label."""
+    """Features as of `as_of` (built from transactions ≤ as_of only) plus the churn label and the spend in the
+    label window (`future_spend`, the value model's target; never a feature)."""
     from features import build_features
 
     seen = transactions[transactions["timestamp"] < day_end(as_of)]
@@ -66,6 +79,7 @@ def snapshot_frame(transactions: pd.DataFrame, as_of: pd.Timestamp, horizon_days
     out = feats.copy()
     out[SNAPSHOT] = as_of
     out[LABEL] = labels.to_numpy()
+    out[FUTURE_SPEND] = future_spend(transactions, feats.index, as_of, horizon_days).to_numpy()
     return out
 
 

@@ -132,14 +132,21 @@ class ScoreColumns:
     risk_tier: np.ndarray
     lifecycle_stage: np.ndarray
     value_tier: np.ndarray
+    values: dict[str, np.ndarray]  # ChurnRuntime.values: expected_spend, value_if_retained, value_at_risk, clv_12m
     reasons: list[list[tuple[str, float]]]
 
 
 def score_columns(churn: ChurnRuntime, X: np.ndarray, reasons_top: int = REASONS_TOP) -> ScoreColumns:
-    """Churn probability, risk tier, segments and TreeSHAP reasons for an encoded array."""
+    """Churn probability, risk tier, segments, customer value and TreeSHAP reasons for an encoded array."""
     p = churn.predict_proba(X)
     stage, tier = churn.segments(X)
-    return ScoreColumns(p, churn.risk_tier(p), stage, tier, churn.reasons(X, top=reasons_top))
+    values = churn.values(X, p) if churn.has_segments else {}
+    return ScoreColumns(p, churn.risk_tier(p), stage, tier, values, churn.reasons(X, top=reasons_top))
+
+
+def _finite(values: np.ndarray) -> list:
+    """Floats for JSON, NaN as None."""
+    return [None if v != v else v for v in values.tolist()]
 
 
 @dataclass(frozen=True)
@@ -173,8 +180,10 @@ def score_rows(churn: ChurnRuntime, customers: Sequence[CustomerLike],
         metrics.inputs(churn.encoder, X, [c.features for c in customers])
         metrics.scores(cols.churn_probability)
     p = cols.churn_probability.tolist()
+    values = {name: _finite(column) for name, column in cols.values.items()}
     return [{"customer_id": c.customer_id, "churn_probability": p[i], "risk_tier": cols.risk_tier[i],
              "lifecycle_stage": cols.lifecycle_stage[i], "value_tier": cols.value_tier[i],
+             **{name: column[i] for name, column in values.items()},
              "reasons": [{"feature": f, "contribution": v} for f, v in cols.reasons[i]]}
             for i, c in enumerate(customers)]
 

@@ -76,6 +76,12 @@ class Score(BaseModel):
     risk_tier: str
     lifecycle_stage: Optional[str] = Field(description="null for models trained without transaction features")
     value_tier: Optional[str]
+    expected_spend: Optional[float] = Field(
+        default=None, description="expected spend over the model's horizon (null without a value model)")
+    value_if_retained: Optional[float] = Field(
+        default=None, description="expected spend over the horizon if the customer buys in it")
+    value_at_risk: Optional[float] = Field(default=None, description="churn_probability × value_if_retained")
+    clv_12m: Optional[float] = Field(default=None, description="expected spend over the next 12 months")
     reasons: list[Reason]
 
 

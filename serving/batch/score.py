@@ -20,7 +20,7 @@ from serving.runtime.churn import ChurnRuntime
 
 CHUNK_CUSTOMERS = 50_000
 TRANSACTION_COLUMNS = ["customer_id", "churn_probability", "risk_tier", "lifecycle_stage", "value_tier",
-                       "value_at_risk"]
+                       "expected_spend", "value_if_retained", "value_at_risk", "clv_12m"]
 TABLE_COLUMNS = ["customer_id", "churn_probability", "risk_tier"]
 
 

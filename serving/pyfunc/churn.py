@@ -5,7 +5,7 @@ The model's only state is the runtime directory logged as the artifact `runtime`
 `ChurnRuntime.load` — the same code batch scoring and the online service use. Input: a table of the
 runtime's feature columns as `winback features build` writes it (other columns, such as `customer_id`, are
 dropped by MLflow's signature check); output, one row per input row in its order: churn_probability, risk_tier and (transaction models) lifecycle_stage,
-value_tier, value_at_risk.
+value_tier, expected_spend, value_if_retained, value_at_risk, clv_12m.
 """
 
 from __future__ import annotations

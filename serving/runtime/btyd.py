@@ -73,6 +73,13 @@ class BgNbd:
         growth = (a + b + x - 1.0) / (a - 1.0) * (1.0 - decay * hyper)
         return growth / (1.0 + self._odds_dead(x, t_x, age))
 
+    def p_purchase(self, x, t_x, age, t: float) -> np.ndarray:
+        """P(at least one purchase in (age, age + t]): alive × (1 − P(no purchase in t | alive)), where the
+        rate of an alive customer is Gamma(r + x, α + age) a posteriori."""
+        x, age = np.asarray(x, dtype=float), np.asarray(age, dtype=float)
+        silent = np.exp((self.r + x) * (np.log(self.alpha + age) - np.log(self.alpha + age + t)))
+        return self.p_alive(x, t_x, age) * (1.0 - silent)
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -20,14 +20,14 @@ from serving.runtime.boosters import BoosterCaller
 from serving.runtime.encoding import FeatureEncoder
 from serving.runtime.reference import load_reference, save_reference
 from serving.runtime import linear as linear_model
+from serving.runtime.value import VALUE_BOOSTER_FILE, ValueModel
 
 FORMAT_VERSION = 1
 BOOSTER_FILE = "booster.txt"
 RUNTIME_FILE = "runtime.json"
 SEGMENT_COLUMNS = ("recency_days", "tenure_days", "overdue_ratio")
 SPEND_COLUMN = "spend_365d"
-MIN_RATE_WINDOW_DAYS = 90
-RATE_WINDOW_DAYS = 365
+VALUE_COLUMNS = ("expected_spend", "value_if_retained", "value_at_risk", "clv_12m")
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -81,7 +81,7 @@ class ChurnRuntime:
                  risk_thresholds: dict, horizon_days: int | None = None,
                  value_tier_thresholds: tuple[float, float] | None = None,
                  segment_config: dict | None = None, metadata: dict | None = None,
-                 scorer: dict | None = None, linear: dict | None = None):
+                 scorer: dict | None = None, linear: dict | None = None, value: ValueModel | None = None):
         self.encoder = encoder
         self.booster_model = booster_model
         self.calibration = calibration
@@ -93,6 +93,7 @@ class ChurnRuntime:
         self.reference: dict | None = None  # drift reference (serving.monitoring.drift), set at training
         self.scorer = scorer or {"kind": "lightgbm"}
         self.linear = linear
+        self.value = value
         if self.scorer["kind"] not in linear_model.SCORERS:
             raise DataError(f"unknown churn scorer {self.scorer['kind']!r}")
         if self.scorer["kind"] != "lightgbm" and linear is None:
@@ -114,7 +115,10 @@ class ChurnRuntime:
             "metadata": self.metadata,
             "scorer": self.scorer,
             "linear": self.linear,
+            "value": self.value.to_dict() if self.value is not None else None,
         }
+        if self.value is not None and self.value.booster_model is not None:
+            (target / VALUE_BOOSTER_FILE).write_text(self.value.booster_model)
         (target / RUNTIME_FILE).write_text(json.dumps(doc, indent=2, default=str))
         save_reference(target, self.reference)
         return target
@@ -128,13 +132,17 @@ class ChurnRuntime:
         if doc.get("format_version") != FORMAT_VERSION:
             raise DataError(f"{source}: runtime format {doc.get('format_version')} is not {FORMAT_VERSION}")
         tiers = doc.get("value_tier_thresholds")
+        value = None
+        if doc.get("value"):
+            booster_file = source / VALUE_BOOSTER_FILE
+            value = ValueModel.from_dict(doc["value"], booster_file.read_text() if booster_file.is_file() else None)
         runtime = cls(encoder=FeatureEncoder.from_dict(doc["encoder"]),
                       booster_model=(source / BOOSTER_FILE).read_text(),
                       calibration=doc["calibration"], risk_thresholds=doc["risk_thresholds"],
                       horizon_days=doc.get("horizon_days"),
                       value_tier_thresholds=tuple(tiers) if tiers else None,
                       segment_config=doc.get("segment_config"), metadata=doc.get("metadata") or {},
-                      scorer=doc.get("scorer"), linear=doc.get("linear"))
+                      scorer=doc.get("scorer"), linear=doc.get("linear"), value=value)
         runtime.reference = load_reference(source)
         return runtime
 
@@ -246,23 +254,25 @@ class ChurnRuntime:
             tier = np.full(len(X), None, dtype=object)
         return np.asarray(stage, dtype=object), np.asarray(tier, dtype=object)
 
-    def expected_spend(self, X) -> np.ndarray:
-        """Spend a retained customer would make over the horizon: trailing 365-day spend rate × horizon.
-
-        The rate divides `spend_365d` by the customer's observed window, tenure clipped to
-        [90, 365] days, so a customer who joined last week is not extrapolated from one basket.
-        """
+    def values(self, X, probability: np.ndarray) -> dict[str, np.ndarray]:
+        """expected_spend, value_if_retained, value_at_risk and clv_12m (see serving.runtime.value), rounded
+        to cents; NaN for a model without a value model (trained on a customer table, or before it existed)."""
         X = self._check(X)
-        if self.horizon_days is None or SPEND_COLUMN not in self.feature_names or "tenure_days" not in self.feature_names:
-            return np.full(len(X), np.nan)
-        spend = np.nan_to_num(self._column(X, SPEND_COLUMN), nan=0.0)
-        window = np.clip(np.nan_to_num(self._column(X, "tenure_days"), nan=RATE_WINDOW_DAYS),
-                         MIN_RATE_WINDOW_DAYS, RATE_WINDOW_DAYS)
-        return spend / window * self.horizon_days
+        if self.value is None:
+            return {name: np.full(len(X), np.nan) for name in VALUE_COLUMNS}
+
+        def column(name: str) -> np.ndarray:
+            return self._column(X, name)
+
+        retained = self.value.if_retained(column)
+        expected = (1.0 - probability) * retained
+        return {"expected_spend": np.round(expected, 2), "value_if_retained": np.round(retained, 2),
+                "value_at_risk": np.round(probability * retained, 2),
+                "clv_12m": np.round(expected * self.value.year_ratio(column), 2)}
 
     def score_array(self, X) -> pd.DataFrame:
-        """churn_probability, risk_tier and, for transaction models, lifecycle_stage, value_tier,
-        value_at_risk (= churn_probability × expected_spend), one row per row of X."""
+        """churn_probability, risk_tier and, for transaction models, lifecycle_stage, value_tier and the value
+        columns (`values`), one row per row of X."""
         X = self._check(X)
         p = self.predict_proba(X)
         out = {"churn_probability": p, "risk_tier": self.risk_tier(p)}
@@ -270,7 +280,7 @@ class ChurnRuntime:
             stage, tier = self.segments(X)
             out["lifecycle_stage"] = stage
             out["value_tier"] = tier
-            out["value_at_risk"] = np.round(p * self.expected_spend(X), 2)
+            out.update(self.values(X, p))
         return pd.DataFrame(out)
 
     def score_frame(self, features: pd.DataFrame) -> pd.DataFrame:

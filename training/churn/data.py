@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from features.errors import DataError, DataWarning
-from training.labels import LABEL, SNAPSHOT, day_end, snapshot_dates, stack_snapshots, table_frame
+from training.labels import FUTURE_SPEND, LABEL, SNAPSHOT, day_end, snapshot_dates, stack_snapshots, table_frame
 from training.tracking import frame_hash
 
 HOLDOUT_FRACTION = 0.25  # validation: tuning, early stopping, calibration
@@ -140,7 +140,7 @@ def prepare_transactions(transactions: pd.DataFrame, cutoff: pd.Timestamp, horiz
     if profiles is not None:
         warn_time_varying_profiles(profiles)
     stacked = stack_snapshots(history, dates, horizon_days, profiles)
-    features = [c for c in stacked.columns if c not in (LABEL, SNAPSHOT)]
+    features = [c for c in stacked.columns if c not in (LABEL, SNAPSHOT, FUTURE_SPEND)]
     if snapshots >= 2:
         train, valid, test = _out_of_time(stacked, dates[0], seed)
         overlap = label_window_overlap_days(horizon_days, step_days)

@@ -35,6 +35,7 @@ from training.metrics import auc, classification_summary, paired_auc
 from training.monitoring import model_outputs
 from training.promotion import (Comparison, NotComparable, kind_differences, load_champion, register_and_promote,
                                 registry_note)
+from training.value.model import fit_value_model, held_out_figures
 from training.tracking import (TrackingSettings, describe_run, explicit_signature, log_dataset, log_params,
                                loose_signature, pyfunc_example, reproducibility_tags)
 
@@ -314,11 +315,13 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
                      "frequency_auc": _nan_safe_auc(y_valid, base["frequency"]) if "frequency" in base else None}
 
         tiers, segment_config = _value_tier_setup(data)
+        value = fit_value_model(data, data.description.get("horizon_days"), config.trials, config.seed,
+                                config.threads) if data.kind == "transactions" else None
         runtime = ChurnRuntime(
             encoder=encoder, booster_model=booster.model_to_string(), calibration=calibration,
             risk_thresholds={k: float(np.quantile(p_valid, q)) for k, q in RISK_QUANTILES.items()},
             horizon_days=data.description.get("horizon_days"), value_tier_thresholds=tiers,
-            segment_config=segment_config, scorer=scorer, linear=linear,
+            segment_config=segment_config, scorer=scorer, linear=linear, value=value.model if value else None,
             metadata={"run_id": run_id, "kind": data.kind, "cutoff": data.description.get("cutoff"),
                       "horizon_days": data.description.get("horizon_days"), "label_rule": LABEL_RULES[data.kind],
                       "snapshot_dates": data.description.get("snapshot_dates"),
@@ -326,6 +329,14 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
 
         p_test = runtime.predict_proba(encoder.transform(data.test))
         test = classification_summary(data.y_test, p_test)
+        value_summary = None
+        if value is not None:
+            value_summary = {"test": held_out_figures(value, data.test, p_test), "validation": value.validation,
+                             "trials": value.trials}
+            mlflow.log_metrics({f"value_test_{k}": v for k, v in value_summary["test"].items()})
+            mlflow.log_metrics({f"value_validation_{k}": v for k, v in value.validation.items()
+                                if isinstance(v, (int, float))})
+            mlflow.set_tag("winback.value_model", value.validation["shipped"])
         # drift reference: the customers the model scores first (every customer as of the cutoff; labelled
         # snapshots are a horizon older, so their tenure and recency differ by construction) — for a table,
         # the test slice — and the test figures that realised outcomes are held to
@@ -374,6 +385,6 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
                   "validation": validation, "test": test, "baselines": baselines, "scorer": scorer,
                   "candidates": candidates, "validation_scheme": fitted.scheme, "best_params": best.params,
                   "best_iteration": rounds, "n_trials": n_trials, "n_pruned": n_pruned,
-                  "data": data.description, "training_seconds": round(seconds, 1)}
+                  "value": value_summary, "data": data.description, "training_seconds": round(seconds, 1)}
         mlflow.log_dict(result, "result.json")
     return result
