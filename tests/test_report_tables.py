@@ -104,7 +104,7 @@ def test_one_action_line_per_segment_from_its_numbers():
     frame.loc[3, ["uplift:email", "uplift:discount"]] = -0.001  # now every new/low customer is put off by every arm
     plan = customer_plan(frame, ARMS, CONTROL, COSTS)
     lines = actions(segment_table(plan, ARMS, CONTROL), ARMS)
-    assert lines[0]["line"] == ("high-value at-risk: discount to 67 %, email to 33 % — expected net value "
+    assert lines[0]["line"] == ("high-value at-risk: discount to 67\u00a0%, email to 33\u00a0% — expected net value "
                                 "+3.00 per customer sent")
     assert lines[1]["action"] == "do_not_disturb" and "do not disturb" in lines[1]["line"]
     plan = customer_plan(six_customers(), ARMS, CONTROL, COSTS)
@@ -117,7 +117,7 @@ def test_a_segment_left_out_by_the_budget_says_so():
                                       "net_value:discount": [5, 3, 0.5, -0.1, -2, -1]})
     plan = customer_plan(frame, ARMS, CONTROL, COSTS)
     line = actions(segment_table(plan, ARMS, CONTROL), ARMS)[1]["line"]
-    assert line.startswith("low-value new: send nothing — worth it for 1 customers, but outside the budget")
+    assert line.startswith("low-value new: send nothing — worth it for 1 customer, but outside the budget")
 
 
 def test_reasons_table_counts_first_reasons_per_segment():

@@ -18,7 +18,7 @@ h1{font-size:1.5em;margin-bottom:.2em}h2{font-size:1.15em;margin-top:1.6em;borde
 .card .label{font-size:.8em;color:#555}.card .figure{font-size:1.3em;font-weight:600}
 table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}
 td:first-child,th:first-child,td.text{text-align:left}tr.total{font-weight:600;background:#f3f3f3}
-.neg{color:#a00}.note{color:#555;font-size:.9em}img{max-width:100%;height:auto}code{font-size:.9em}
+td code{word-break:break-all}.neg{color:#a00}.note{color:#555;font-size:.9em}img{max-width:100%;height:auto}code{font-size:.9em}
 @page{size:A4;margin:12mm}
 @media print{body{margin:0;max-width:none;font-size:9.5pt}section{break-inside:avoid}h2{break-after:avoid}
 .card{border-color:#888}a{color:inherit;text-decoration:none}}
@@ -127,7 +127,7 @@ def _headline(doc: dict) -> str:
 
 def _mix(row: dict, doc: dict) -> str:
     parts = [(row[f"share:{a}"], a) for a in [*doc["arms"], doc["control"]] if row[f"share:{a}"] > 0]
-    return ", ".join(f"{html.escape(a)} {100 * s:.0f} %" for s, a in sorted(parts, reverse=True))
+    return ", ".join(f"{html.escape(a)}&nbsp;{100 * s:.0f}&nbsp;%" for s, a in sorted(parts, reverse=True))
 
 
 def _segments(doc: dict) -> str:
@@ -162,8 +162,10 @@ def _curve(doc: dict) -> str:
     c = doc["budget_curve"]
     if not c["available"]:
         return f'<section id="budget"><h2>Budget curve</h2><p class="note">{html.escape(c["reason"])}</p></section>'
-    even = ("no break-even: every further send still pays" if c["break_even_budget"] is None
-            else f"break-even at a budget of {c['break_even_budget']:,.2f}")
+    even = (f"no break-even: even every candidate sent keeps {c['total_net_value']:+,.2f} (at a budget of "
+            f"{c['total_budget']:,.2f}), though each send past the peak loses money" if c["break_even_budget"] is None
+            else f"past the peak each send loses money, and at a budget of {c['break_even_budget']:,.2f} the plan "
+                 f"breaks even")
     text = (f"Ranked: {html.escape(c['ranked'])} ({c['candidates']:,}), best net value per unit of cost first. The plan "
             f"spends {c['chosen_budget']:,.2f} for {c['chosen_net_value']:+,.2f}; the curve peaks at a budget of "
             f"{c['peak_budget']:,.2f} ({c['peak_net_value']:+,.2f}); {even}.")

@@ -75,7 +75,11 @@ def segment_name(stage: str, tier: str) -> str:
 
 
 def _percent(share: float) -> str:
-    return f"{100 * share:.0f} %" if share >= 0.005 else "<1 %"
+    return f"{100 * share:.0f}\u00a0%" if share >= 0.005 else "<1\u00a0%"
+
+
+def _customers(n) -> str:
+    return f"{int(n):,} customer{'' if n == 1 else 's'}"
 
 
 def action(row: pd.Series, arms: list[str]) -> dict:
@@ -92,7 +96,7 @@ def action(row: pd.Series, arms: list[str]) -> dict:
         kind, line = "do_not_disturb", "send nothing — every incentive lowers their return (do not disturb)"
     elif row.get("left_out", 0) > 0:
         kind = "send_nothing"
-        line = f"send nothing — worth it for {int(row['left_out']):,} customers, but outside the budget"
+        line = f"send nothing — worth it for {_customers(row['left_out'])}, but outside the budget"
     else:
         kind, line = "send_nothing", "send nothing — uplift below cost"
     if kind == "send" and row.get("left_out", 0) > 0:
