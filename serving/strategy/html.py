@@ -187,18 +187,24 @@ def _reasons(doc: dict, descriptions: dict) -> str:
             "</section>")
 
 
+def _model(written_by: dict) -> str:
+    """'models:/name@alias name vN', or 'not recorded' (a CSV file, or one written before provenance existed)."""
+    uri, name = written_by.get("model_uri"), written_by.get("model_name")
+    parts = [str(uri) if uri else "", f"{name} v{written_by.get('model_version')}" if name else ""]
+    return " ".join(p for p in parts if p) or "not recorded"
+
+
 def _provenance(doc: dict) -> str:
     rows = []
     for role, p in doc["provenance"].items():
         if p is None:
             continue
         w = p.get("written_by") or {}
-        model = " ".join(str(x) for x in (w.get("model_uri"), w.get("model_name") and f"{w['model_name']} v{w.get('model_version')}")
-                         if x) or "not recorded"
-        rows.append(f"<tr><td>{html.escape(role)}</td><td class='text'>{html.escape(p['path'])}</td>"
-                    f"<td class='text'><code>{p['sha256']}</code></td><td>{'' if p['rows'] is None else format(p['rows'], ',')}</td>"
-                    f"<td class='text'>{html.escape(model)}</td><td class='text'>{html.escape(str(w.get('run_id') or ''))}</td>"
-                    f"<td class='text'>{html.escape(str(w.get('as_of') or ''))}</td></tr>")
+        count = "" if p["rows"] is None else f"{p['rows']:,}"
+        cells = [html.escape(p["path"]), f"<code>{p['sha256']}</code>", html.escape(_model(w)),
+                 html.escape(str(w.get("run_id") or "")), html.escape(str(w.get("as_of") or ""))]
+        rows.append(f"<tr><td>{html.escape(role)}</td><td class='text'>{cells[0]}</td><td class='text'>{cells[1]}</td>"
+                    f"<td>{count}</td>" + "".join(f"<td class='text'>{c}</td>" for c in cells[2:]) + "</tr>")
     return ('<section id="provenance"><h2>Data and model provenance</h2><table><tr><th>input</th><th>file</th>'
             '<th>sha256</th><th>rows</th><th>model</th><th>training run</th><th>as of</th></tr>'
             f"{''.join(rows)}</table></section>")
