@@ -11,6 +11,7 @@ import pandas as pd
 from features.errors import DataError
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+PROVENANCE_KEY = b"winback"
 
 
 def table_format(path: str | os.PathLike) -> str:
@@ -82,12 +83,15 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike, index: bool = False) 
 class AtomicTableWriter:
     """Append chunks to one output table, published by rename only when `close()` succeeds.
 
-    Used by batch scoring so that millions of rows never sit in memory at once.
+    Used by batch scoring so that millions of rows never sit in memory at once. `metadata` (JSON-able) is
+    stored in a Parquet file's schema under the key `winback` (what wrote it: model, run, cutoff; read it back
+    with `read_provenance`); CSV has no place for it.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, metadata: dict | None = None):
         self.path = Path(path)
         self.kind = table_format(path)
+        self.metadata = metadata
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, self._tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
@@ -104,7 +108,10 @@ class AtomicTableWriter:
 
         table = pa.Table.from_pandas(chunk, preserve_index=False)
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self._tmp, table.schema)
+            schema = table.schema
+            if self.metadata is not None:
+                schema = schema.with_metadata({**(schema.metadata or {}), PROVENANCE_KEY: _json(self.metadata)})
+            self._writer = pq.ParquetWriter(self._tmp, schema)
         self._writer.write_table(table.cast(self._writer.schema))
 
     def close(self) -> Path:
@@ -127,3 +134,21 @@ class AtomicTableWriter:
         else:
             self.abort()
         return False
+
+
+def _json(metadata: dict) -> bytes:
+    import json
+
+    return json.dumps(metadata, default=str, sort_keys=True).encode()
+
+
+def read_provenance(path: str | os.PathLike) -> dict | None:
+    """What `AtomicTableWriter(metadata=…)` stored in a Parquet file (model, run id, cutoff), else None."""
+    if table_format(path) != "parquet":
+        return None
+    import json
+
+    import pyarrow.parquet as pq
+
+    stored = (pq.read_schema(path).metadata or {}).get(PROVENANCE_KEY)
+    return None if stored is None else json.loads(stored)

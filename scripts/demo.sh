@@ -56,6 +56,16 @@ $WB train uplift --campaign "$OUT/data/campaign.parquet" --campaign "$OUT/campai
     --as-of 2025-12-31 --catalog "$OUT/data/incentives.yaml" --trials 10 --seed 7 \
     --register-as winback-uplift --json-out "$OUT/uplift2.json"
 
+echo "== retention strategy report: scores with their top-3 churn reasons, the budget-200 plan with every arm's net"
+echo "   value (Parquet: it records the models and the catalogue), and what campaign 2 really returned"
+$WB score --model models:/winback-churn@champion --transactions "$OUT/data/transactions.parquet" \
+    --profiles "$OUT/data/customers.parquet" --as-of 2025-12-31 --reasons 3 --output "$OUT/churn_scores_reasons.parquet"
+$WB recommend --model models:/winback-uplift@champion --input "$OUT/features.parquet" \
+    --budget 200 --net-values --output "$OUT/recommendations_budget.parquet"
+$WB report --scores "$OUT/churn_scores_reasons.parquet" --recommendations "$OUT/recommendations_budget.parquet" \
+    --campaign-eval "$OUT/campaign2.json" --html-out "$OUT/report.html" --json-out "$OUT/report.json"
+echo "Retention strategy report: $OUT/report.html"
+
 echo "== package both champions into the BentoML model store"
 $WB package
 echo "Serve them with:  $WB serve --port 3000 --features $OUT/features.parquet"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from winback import cli_campaign, cli_churn, cli_data, cli_monitor, cli_serve, cli_simulate, cli_uplift
+from winback import cli_campaign, cli_churn, cli_data, cli_monitor, cli_report, cli_serve, cli_simulate, cli_uplift
 
 app = typer.Typer(help="winback: churn, lifecycle segments and which incentive to send.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -22,6 +22,7 @@ cli_uplift.register(app, train_app)
 cli_serve.register(app)
 cli_campaign.register(app, simulate_app)
 cli_monitor.register(app)
+cli_report.register(app)
 
 
 def main() -> None:

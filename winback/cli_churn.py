@@ -175,6 +175,9 @@ def score_command(
     engine: str = cli_spark.engine_option(),
     spark_master: str | None = cli_spark.master_option(),
     compiled_trees: bool = compiled_trees_option(),
+    reasons: int = typer.Option(0, "--reasons", help="Also write reason_1..reason_N: the N features raising each "
+                                "customer's churn risk most (TreeSHAP), for `winback report`. Default 0 (off): "
+                                "it multiplies the scoring time (see README)."),
     mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Churn probability, risk tier, lifecycle stage, value tier and value at risk per customer."""
@@ -185,7 +188,11 @@ def score_command(
         raise DataError("give one of --transactions (with --as-of), --table or --features")
     if transactions is not None and as_of is None:
         raise DataError("--transactions needs --as-of")
+    if reasons < 0:
+        raise DataError(f"--reasons: must be >= 0, got {reasons}")
     spark = cli_spark.check_engine(engine)
+    if spark and reasons:
+        raise DataError("--reasons: with the pandas engine only (drop it, or --engine pandas)")
     if spark and features is None:
         raise DataError("--engine spark scores a feature table: give --features (build it with "
                         "`winback features build --engine spark`)")
@@ -216,12 +223,13 @@ def score_command(
         advance = lambda n: bar.advance(task, n)  # noqa: E731
         if transactions is not None:
             rows = score_transactions(runtime, _read_transactions(transactions, as_of=day), day, output,
-                                      _read_profiles(profiles), on_chunk=advance)
+                                      _read_profiles(profiles), on_chunk=advance, reasons=reasons)
         elif features is not None:
             rows = score_feature_table(runtime, _read_customer_table(features, "customer_id"), output,
-                                       on_chunk=advance)
+                                       on_chunk=advance, reasons=reasons)
         else:
-            rows = score_table(runtime, _read_customer_table(table, id_col), output, id_col, on_chunk=advance)
+            rows = score_table(runtime, _read_customer_table(table, id_col), output, id_col, on_chunk=advance,
+                               reasons=reasons)
     version = runtime.metadata.get("model_version")
     console.print(f"wrote {rows:,} scored customers to {output} (model {model}"
                   f"{f' version {version}' if version else ''}, horizon {runtime.horizon_days} days)",

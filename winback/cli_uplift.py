@@ -118,6 +118,8 @@ def recommend_command(
     engine: str = cli_spark.engine_option(),
     spark_master: str | None = cli_spark.master_option(),
     compiled_trees: bool = compiled_trees_option(),
+    net_values: bool = flag("--net-values", "Also write net_value:<arm> per arm (the budget curve of "
+                            "`winback report` ranks every customer's best arm, sent or not). pandas engine only."),
     mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Choose an incentive (or none) per customer; optional send/budget cap over the whole batch."""
@@ -135,6 +137,8 @@ def recommend_command(
         fail("--engine spark: --max-sends / --budget need the whole base in one place; use the pandas engine")
     if spark and compiled_trees:
         fail("--compiled-trees: with the pandas engine only (drop it, or --engine pandas)")
+    if spark and net_values:
+        fail("--net-values: with the pandas engine only (drop it, or --engine pandas)")
     if compiled_trees:
         from serving.runtime.compiled import require
 
@@ -158,7 +162,8 @@ def recommend_command(
     with progress() as bar:
         task = bar.add_task("recommending", total=None)
         summary = recommend(runtime, input, output, id_col=id_col, catalog=override, max_sends=max_sends,
-                            budget=budget, on_rows=lambda n: bar.advance(task, n))
+                            budget=budget, on_rows=lambda n: bar.advance(task, n), with_net_values=net_values,
+                            model_uri=model)
     sends = ", ".join(f"{arm} {count:,}" for arm, count in summary.sends.items())
     console.print(f"wrote {summary.rows:,} recommendations to {summary.output}: {sends}; send cost "
                   f"{summary.total_send_cost:,.2f}, expected net value {summary.total_expected_net_value:,.2f}",

@@ -2,7 +2,8 @@
 
 The scores come from `UpliftRuntime.predict` (the same call the online service makes). A send or
 budget cap applies to the whole batch, so with a cap the compact per-row scores of every chunk are
-kept (k + 2 numbers a row) and the cap is applied once before writing.
+kept (k + 2 numbers a row) and the cap is applied once before writing. A Parquet output carries its provenance
+(model, training run, catalogue, caps) in the schema metadata (`features.io.read_provenance`).
 """
 
 from __future__ import annotations
@@ -61,6 +62,23 @@ def _chunks(path: Path, columns: list[str], categorical: list[str], chunk_rows: 
                            dtype={c: "string" for c in categorical} | {columns[0]: "string"})
 
 
+def provenance(runtime: UpliftRuntime, model_uri: str | None, catalog: Catalog, max_sends: int | None,
+               budget: float | None) -> dict:
+    """What a recommendations file was made from: the model (URI, registry name and version, training run), the
+    catalogue its net values used, and the caps."""
+    from mlflow.exceptions import MlflowException
+
+    from serving.runtime.registry import registry_version
+
+    try:
+        ref = registry_version(model_uri) if model_uri else None
+    except MlflowException:
+        ref = None
+    return {"command": "recommend", "model_uri": model_uri, "model_name": ref[0] if ref else None,
+            "model_version": ref[1] if ref else None, "run_id": runtime.metadata.get("run_id"),
+            "catalog": catalog.to_dict(), "max_sends": max_sends, "budget": budget}
+
+
 @dataclass(frozen=True)
 class RecommendSummary:
     rows: int
@@ -73,8 +91,10 @@ class RecommendSummary:
 def recommend(runtime: UpliftRuntime, input_path: str | Path, output_path: str | Path,
               id_col: str = ID_COLUMN, catalog: Catalog | None = None, max_sends: int | None = None,
               budget: float | None = None, chunk_rows: int = DEFAULT_CHUNK_ROWS,
-              on_rows: Callable[[int], None] | None = None) -> RecommendSummary:
-    """Score `input_path` chunk by chunk and write one recommendation per input row to `output_path`."""
+              on_rows: Callable[[int], None] | None = None, with_net_values: bool = False,
+              model_uri: str | None = None) -> RecommendSummary:
+    """Score `input_path` chunk by chunk and write one recommendation per input row to `output_path`
+    (with `with_net_values`, each arm's net value too: what `winback report` draws its budget curve from)."""
     input_path, output_path = Path(input_path), Path(output_path)
     table_format(output_path)
     if not input_path.is_file():
@@ -86,7 +106,7 @@ def recommend(runtime: UpliftRuntime, input_path: str | Path, output_path: str |
     kept: list[tuple[np.ndarray, UpliftPrediction]] = []
     rows, total_net = 0, 0.0
     decisions: list[np.ndarray] = []
-    with AtomicTableWriter(output_path) as writer:
+    with AtomicTableWriter(output_path, metadata=provenance(runtime, model_uri, cat, max_sends, budget)) as writer:
         for chunk in _chunks(input_path, columns, runtime.encoder.categorical_features, chunk_rows):
             prediction = runtime.predict(runtime.encoder.transform(chunk), cat)
             ids = chunk[id_col].to_numpy()
@@ -94,7 +114,7 @@ def recommend(runtime: UpliftRuntime, input_path: str | Path, output_path: str |
             if capped:
                 kept.append((ids, prediction))
             else:
-                frame = recommendation_frame(prediction, ids)
+                frame = recommendation_frame(prediction, ids, with_net_values=with_net_values)
                 writer.write(frame)
                 decisions.append(prediction.decision)
                 total_net += float(frame["expected_net_value"].sum())
@@ -106,7 +126,7 @@ def recommend(runtime: UpliftRuntime, input_path: str | Path, output_path: str |
             start = 0
             for ids, prediction in kept:
                 part = decision[start:start + len(ids)]
-                frame = recommendation_frame(prediction, ids, decision=part)
+                frame = recommendation_frame(prediction, ids, decision=part, with_net_values=with_net_values)
                 writer.write(frame)
                 decisions.append(part)
                 total_net += float(frame["expected_net_value"].sum())

@@ -2,7 +2,10 @@
 
 Chunks split customers (never one customer's history), so every chunk's features are exactly the
 features of a single pass; value tiers use thresholds stored at training time, not the chunk's.
-Each chunk goes through `ChurnRuntime.score_array`, the code the online service calls too.
+Each chunk goes through `ChurnRuntime.score_array`, the code the online service calls too. With `reasons`
+the top TreeSHAP features raising each customer's churn risk are written as `reason_1..reason_N` (the
+runtime's `contributions`, as the online service's reasons). A Parquet output carries its provenance (model,
+run id, cutoff) in the schema metadata, see `provenance`.
 """
 
 from __future__ import annotations
@@ -22,18 +25,48 @@ CHUNK_CUSTOMERS = 50_000
 TRANSACTION_COLUMNS = ["customer_id", "churn_probability", "risk_tier", "lifecycle_stage", "value_tier",
                        "expected_spend", "value_if_retained", "value_at_risk", "clv_12m"]
 TABLE_COLUMNS = ["customer_id", "churn_probability", "risk_tier"]
+REASON_PREFIX = "reason_"
 
 
-def _write_chunk(writer: AtomicTableWriter, scored: pd.DataFrame, columns: list[str]) -> None:
-    out = scored.reset_index()
+def provenance(runtime: ChurnRuntime, as_of: pd.Timestamp | None = None) -> dict:
+    """What a scores file was made from: the model (URI, registry name and version, training run) and the cutoff."""
+    meta = runtime.metadata
+    return {"command": "score", "model_uri": meta.get("model_uri"), "model_name": meta.get("model_name"),
+            "model_version": meta.get("model_version"), "run_id": meta.get("run_id"),
+            "as_of": None if as_of is None else str(pd.Timestamp(as_of).date()), "horizon_days": runtime.horizon_days}
+
+
+def reason_columns(runtime: ChurnRuntime, X: np.ndarray, top: int) -> dict[str, np.ndarray]:
+    """reason_1..reason_top: names of the features with the largest positive contributions to each row's churn
+    log-odds, largest first; missing where fewer than `top` features push the risk up."""
+    contrib = runtime.contributions(X)[:, :-1]
+    top = min(top, contrib.shape[1])
+    order = np.argsort(-contrib, axis=1, kind="stable")[:, :top]
+    names = np.asarray(runtime.feature_names, dtype=object)[order]
+    labels = np.where(np.take_along_axis(contrib, order, axis=1) > 0, names, None)
+    return {f"{REASON_PREFIX}{i + 1}": labels[:, i] for i in range(top)}
+
+
+def _score(runtime: ChurnRuntime, features: pd.DataFrame, reasons: int) -> pd.DataFrame:
+    """`score_frame` of a feature table (index customer_id) plus `reasons` reason columns, reset to a column."""
+    X = runtime.encoder.transform(features)
+    out = runtime.score_array(X)
+    if reasons:
+        out = out.assign(**reason_columns(runtime, X, reasons))
+    out.index = features.index
+    out = out.reset_index()
     out["customer_id"] = out["customer_id"].astype(str)
-    writer.write(out[columns])
+    return out
+
+
+def _with_reasons(columns: list[str], runtime: ChurnRuntime, reasons: int) -> list[str]:
+    return [*columns, *[f"{REASON_PREFIX}{i + 1}" for i in range(min(reasons, len(runtime.feature_names)))]]
 
 
 def score_transactions(runtime: ChurnRuntime, transactions: pd.DataFrame, as_of: pd.Timestamp,
                        output: str | os.PathLike, profiles: pd.DataFrame | None = None,
                        chunk_customers: int = CHUNK_CUSTOMERS,
-                       on_chunk: Callable[[int], None] | None = None) -> int:
+                       on_chunk: Callable[[int], None] | None = None, reasons: int = 0) -> int:
     """Score every customer with a transaction on or before `as_of`; returns the number of rows written."""
     from features import build_features
     from features.build import FEATURE_DESCRIPTIONS
@@ -51,10 +84,11 @@ def score_transactions(runtime: ChurnRuntime, transactions: pd.DataFrame, as_of:
         raise DataError(f"--as-of {pd.Timestamp(as_of).date()}: no transactions on or before it")
     codes, _ = pd.factorize(seen["customer_id"], sort=True)
     rows = 0
-    with AtomicTableWriter(output) as writer:
+    columns = _with_reasons(TRANSACTION_COLUMNS, runtime, reasons)
+    with AtomicTableWriter(output, metadata=provenance(runtime, as_of)) as writer:
         for _, part in seen.groupby(codes // chunk_customers, sort=True):
             feats = build_features(part, as_of, profiles=profiles)
-            _write_chunk(writer, runtime.score_frame(feats), TRANSACTION_COLUMNS)
+            writer.write(_score(runtime, feats, reasons)[columns])
             rows += len(feats)
             if on_chunk:
                 on_chunk(len(feats))
@@ -81,7 +115,8 @@ def conform_table(table: pd.DataFrame, runtime: ChurnRuntime) -> pd.DataFrame:
 
 def score_table(runtime: ChurnRuntime, table: pd.DataFrame, output: str | os.PathLike,
                 id_col: str | None = None, chunk_rows: int = CHUNK_CUSTOMERS,
-                on_chunk: Callable[[int], None] | None = None, columns: list[str] = TABLE_COLUMNS) -> int:
+                on_chunk: Callable[[int], None] | None = None, columns: list[str] = TABLE_COLUMNS,
+                reasons: int = 0) -> int:
     """Score a customer table (one row per customer, label column ignored); returns rows written."""
     if id_col is not None and id_col not in table.columns:
         raise DataError(f"--id-col: column {id_col!r} not in the table")
@@ -89,23 +124,23 @@ def score_table(runtime: ChurnRuntime, table: pd.DataFrame, output: str | os.Pat
         id_col = "customer_id"
     ids = ids_as_strings(table[id_col], repr(id_col)).to_numpy() if id_col else np.arange(len(table)).astype(str)
     rows = 0
-    with AtomicTableWriter(output) as writer:
+    columns = _with_reasons(columns, runtime, reasons)
+    with AtomicTableWriter(output, metadata=provenance(runtime)) as writer:
         for start in range(0, len(table), chunk_rows):
             part = table.iloc[start:start + chunk_rows]
-            writer.write(_scored(runtime, part, ids[start:start + chunk_rows], columns))
+            writer.write(_scored(runtime, part, ids[start:start + chunk_rows], columns, reasons))
             rows += len(part)
             if on_chunk:
                 on_chunk(len(part))
     return rows
 
 
-def _scored(runtime: ChurnRuntime, table: pd.DataFrame, ids: np.ndarray, columns: list[str]) -> pd.DataFrame:
+def _scored(runtime: ChurnRuntime, table: pd.DataFrame, ids: np.ndarray, columns: list[str],
+            reasons: int = 0) -> pd.DataFrame:
     """Scores of customer-table rows (`ids` as text), `columns` of them."""
     part = conform_table(table, runtime)
     part.index = pd.Index(ids, name="customer_id")
-    out = runtime.score_frame(part).reset_index()
-    out["customer_id"] = out["customer_id"].astype(str)
-    return out[columns]
+    return _score(runtime, part, reasons)[columns]
 
 
 def score_features(runtime: ChurnRuntime, frame: pd.DataFrame) -> pd.DataFrame:
@@ -127,7 +162,8 @@ def _check_features(frame: pd.DataFrame) -> None:
 
 
 def score_feature_table(runtime: ChurnRuntime, table: pd.DataFrame, output: str | os.PathLike,
-                        chunk_rows: int = CHUNK_CUSTOMERS, on_chunk: Callable[[int], None] | None = None) -> int:
+                        chunk_rows: int = CHUNK_CUSTOMERS, on_chunk: Callable[[int], None] | None = None,
+                        reasons: int = 0) -> int:
     """`winback score --features F`: score a feature table chunk by chunk, written atomically."""
     _check_features(table)
-    return score_table(runtime, table, output, "customer_id", chunk_rows, on_chunk, feature_columns(runtime))
+    return score_table(runtime, table, output, "customer_id", chunk_rows, on_chunk, feature_columns(runtime), reasons)
