@@ -119,6 +119,11 @@ def is_event_feature(name: str, types=None) -> bool:
     return bool(re.match(r"^(events_[a-z0-9_]+_(7d|30d|90d|trend)|days_since_[a-z0-9_]+)$", name))
 
 
+def never_negative(name: str) -> bool:
+    """Event features that cannot be below zero (all but the trends): a model records a lower bound of 0."""
+    return is_event_feature(name) and not name.endswith("_trend")
+
+
 def event_feature_descriptions(types) -> dict[str, str]:
     """What each event feature means, for the feature table's documentation."""
     out = {}

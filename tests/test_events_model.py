@@ -110,3 +110,12 @@ def test_online_service_takes_event_features_inline_or_from_a_snapshot_built_wit
     p_quiet, p_busy = (online.score_rows(runtime, [Customer(customer_id="x", features=f)])[0]["churn_probability"]
                        for f in (quiet, busy))
     assert p_quiet > p_busy  # inline event values reach the model: silence means more risk
+
+
+def test_a_negative_event_count_sent_inline_is_refused_naming_the_field(trained):
+    from features.errors import DataError
+
+    runtime = trained["runtime"]
+    features = {name: 0 for name in runtime.feature_names} | {"events_visit_30d": -1}
+    with pytest.raises(DataError, match=r"customers\[0\]\.features\.events_visit_30d"):
+        online.encode_customers([Customer(customer_id="x", features=features)], runtime.encoder)
