@@ -142,11 +142,15 @@ def _top_label(codes: np.ndarray, labels: pd.Series, n: int) -> tuple[np.ndarray
     return distinct, pd.Categorical.from_codes(top, categories=pd.Index(names, dtype="str"))
 
 
-def build_features(transactions: pd.DataFrame, as_of, profiles: pd.DataFrame | None = None) -> pd.DataFrame:
+def build_features(transactions: pd.DataFrame, as_of, profiles: pd.DataFrame | None = None,
+                   events: pd.DataFrame | None = None, event_types=None) -> pd.DataFrame:
     """One row per customer with a purchase on or before `as_of`, indexed and sorted by customer_id.
 
     `transactions` follows the contract of `normalize_transactions`; `profiles` that of
     `normalize_profiles` (its columns are joined as they are). See FEATURE_DESCRIPTIONS.
+    With `events` (`features.events.normalize_events`) the engagement features of `event_types` (default:
+    the most frequent types) are joined, and customers with an event but no purchase yet (prospects) are
+    kept, with purchase counts and amounts 0 and the rest of their purchase features NaN.
     """
     days = transactions[TIME].to_numpy().astype("datetime64[D]").astype(np.int64)
     age = as_of_day(as_of) - days
@@ -169,6 +173,8 @@ def build_features(transactions: pd.DataFrame, as_of, profiles: pd.DataFrame | N
 
     order = [name for name in FEATURE_DESCRIPTIONS if name in columns]
     features = pd.DataFrame({name: columns[name] for name in order}, index=index)
+    if events is not None:
+        features = _join_events(features, events, as_of, event_types)
     if profiles is None:
         return features
     if ID in profiles.columns:  # a raw profile table: index it by customer id first (else every join misses)
@@ -179,3 +185,23 @@ def build_features(transactions: pd.DataFrame, as_of, profiles: pd.DataFrame | N
     if clash:
         raise DataError(f"profiles: column(s) {', '.join(map(repr, clash))} clash with feature names; rename them")
     return features.join(profiles, how="left")
+
+
+# Purchase features that are 0, not unknown, for a customer without purchases (a prospect).
+_ZERO_WITHOUT_PURCHASES = ("frequency", "purchase_count", "monetary_total", "trend_90d", "quantity_total",
+                           "category_count", "channel_count", *(f"{kind}_{days}d" for days in WINDOWS_DAYS
+                                                                for kind in ("purchases", "spend")))
+
+
+def _join_events(features: pd.DataFrame, events: pd.DataFrame, as_of, event_types) -> pd.DataFrame:
+    """Outer join of purchase and engagement features on customer_id (sorted)."""
+    from features.events import build_event_features, top_event_types
+
+    types = tuple(event_types) if event_types is not None else top_event_types(events, as_of)
+    seen = events.loc[events[TIME] < pd.Timestamp(as_of).normalize() + pd.Timedelta(days=1), ID].unique()
+    customers = features.index.union(pd.Index(seen, dtype="str")).rename(ID)
+    engaged = build_event_features(events, as_of, customers=customers, types=types)
+    out = features.reindex(customers)
+    zero = [name for name in _ZERO_WITHOUT_PURCHASES if name in out.columns]
+    out[zero] = out[zero].fillna(0.0)
+    return out.join(engaged)

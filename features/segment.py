@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-STAGES = ("new", "active", "at_risk", "dormant", "churned")
+STAGES = ("new", "active", "at_risk", "dormant", "churned", "prospect")
 TIERS = ("high", "mid", "low")
 
 
@@ -22,6 +22,7 @@ class SegmentConfig:
     """Limits of the lifecycle stages and value tiers; every limit is inclusive ("up to").
 
     Stage rules, first match wins:
+      0. no purchase yet (recency_days missing: engagement events only) → prospect
       1. recency_days > churned_min_days                  → churned (whatever the rhythm)
       2. tenure_days <= new_max_tenure_days               → new
       3. with a rhythm (2+ purchase days), overdue_ratio  ≤ active_max_overdue → active,
@@ -57,13 +58,14 @@ def assign_stage(recency_days, tenure_days, overdue_ratio, config: SegmentConfig
     overdue = np.asarray(overdue_ratio, dtype=float)
     rhythm = ~np.isnan(overdue)
     conditions = [
+        np.isnan(recency),
         recency > config.churned_min_days,
         tenure <= config.new_max_tenure_days,
         np.where(rhythm, overdue <= config.active_max_overdue, recency <= config.single_active_days),
         np.where(rhythm, overdue <= config.at_risk_max_overdue, recency <= config.single_at_risk_days),
         np.where(rhythm, overdue <= config.dormant_max_overdue, recency <= config.single_dormant_days),
     ]
-    choices = ["churned", "new", "active", "at_risk", "dormant"]
+    choices = ["prospect", "churned", "new", "active", "at_risk", "dormant"]
     return np.select(conditions, choices, default="churned")
 
 
@@ -106,7 +108,7 @@ def segment(
 
 
 def segment_summary(segmented: pd.DataFrame) -> pd.DataFrame:
-    """Customers, share of customers and spend in the last 365 days per stage × tier (all 15 cells)."""
+    """Customers, share of customers and spend in the last 365 days per stage × tier (every cell, empty ones too)."""
     total = len(segmented)
     cells = pd.DataFrame({
         "lifecycle_stage": _categorical(segmented["lifecycle_stage"].to_numpy(), STAGES),

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import yaml
 
+from features import simulate_events as engagement
 from features import simulate_purchases as purchases
 from features.errors import DataError
 from features.io import write_table
@@ -41,6 +42,8 @@ CONVERSION_DAYS = 30
 CHURN_DAYS = 180
 TRANSACTION_COLUMNS = ["customer_id", "timestamp", "amount", "quantity", "category", "channel"]
 FILES = ["transactions.parquet", "customers.parquet", "campaign.parquet", "incentives.yaml", "truth.parquet"]
+EVENTS_FILE = "events.parquet"  # written when the simulation has engagement events
+EVENTS_STREAM = 1001  # spawn key of the events' own random stream: the other outputs do not move
 
 
 @dataclass(frozen=True)
@@ -56,11 +59,14 @@ class Simulation:
     history_start: pd.Timestamp = field(default=HISTORY_START)
     history_end: pd.Timestamp = field(default=HISTORY_END)
     campaign_date: pd.Timestamp = field(default=CAMPAIGN_DATE)
+    events: pd.DataFrame | None = None  # engagement events in the history (simulate(..., events=True))
 
 
-def simulate(customers: int = 5000, seed: int = 0, future_days: int = 0, shift: float = 0.0) -> Simulation:
+def simulate(customers: int = 5000, seed: int = 0, future_days: int = 0, shift: float = 0.0,
+             events: bool = False) -> Simulation:
     """Simulate `customers` customers; `future_days` > 0 adds their natural purchases after the history;
-    `shift` > 0 changes the population (see `draw_population`) to demonstrate drift.
+    `shift` > 0 changes the population (see `draw_population`) to demonstrate drift; `events` adds their
+    engagement events (see `simulate_events`, drawn from a random stream of their own).
 
     The campaign and truth do not depend on `future_days`: the same seed gives the same frames.
     """
@@ -134,6 +140,24 @@ def simulate(customers: int = 5000, seed: int = 0, future_days: int = 0, shift: 
         truth=truth,
         catalog=copy.deepcopy(CATALOG),
         future_transactions=transactions_frame(future, ids),
+        events=events_frame(engagement.simulate_events(_events_rng(seed), pop, HISTORY_DAYS), ids) if events else None,
+    )
+
+
+def _events_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(EVENTS_STREAM,)))
+
+
+def events_frame(table: dict[str, np.ndarray], ids: np.ndarray) -> pd.DataFrame:
+    seconds = table["day"] * 86400 + table["seconds"]
+    timestamp = np.datetime64(HISTORY_START.date(), "s") + seconds.astype("timedelta64[s]")
+    return pd.DataFrame(
+        {
+            "customer_id": labels(ids, table["customer"]),
+            "timestamp": timestamp.astype("datetime64[us]"),
+            "event_type": labels(engagement.EVENT_TYPES, table["type"]),
+            "channel": labels(engagement.EVENT_CHANNELS, table["type"]),
+        }
     )
 
 
@@ -190,7 +214,7 @@ def customers_frame(pop: Population, ids: np.ndarray) -> pd.DataFrame:
 
 
 def write_simulation(sim: Simulation, output_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write the five files of the data platform atomically; returns name → path."""
+    """Write the five files of the data platform (six with events) atomically; returns name → path."""
     out = Path(output_dir)
     tables = {
         "transactions.parquet": sim.transactions,
@@ -200,7 +224,9 @@ def write_simulation(sim: Simulation, output_dir: str | os.PathLike) -> dict[str
     }
     paths = {name: write_table(df, out / name) for name, df in tables.items()}
     paths["incentives.yaml"] = write_yaml(sim.catalog, out / "incentives.yaml")
-    return {name: paths[name] for name in FILES}
+    if sim.events is not None:
+        paths[EVENTS_FILE] = write_table(sim.events, out / EVENTS_FILE)
+    return {name: paths[name] for name in [*FILES, EVENTS_FILE] if name in paths}
 
 
 def write_yaml(data: dict, path: Path) -> Path:

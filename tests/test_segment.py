@@ -112,7 +112,7 @@ def test_segment_uses_given_thresholds_and_config_value_column():
 
 def test_summary_counts_share_and_spend_per_stage_and_tier():
     summary = segment_summary(segment(features_frame()))
-    assert len(summary) == 15  # every stage × tier, empty cells included
+    assert len(summary) == len(STAGES) * len(TIERS)  # every stage × tier, empty cells included
     cells = summary.set_index(["lifecycle_stage", "value_tier"])
     assert cells.loc[("active", "high")].tolist() == [1, 0.25, 20.0]
     assert cells.loc[("active", "mid")].tolist() == [1, 0.25, 10.0]

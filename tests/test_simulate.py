@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from features.errors import DataError
-from features.simulate import CAMPAIGN_DATE, HISTORY_END, HISTORY_START, FILES, simulate, write_simulation
+from features.simulate import CAMPAIGN_DATE, EVENTS_FILE, HISTORY_END, HISTORY_START, FILES, simulate, write_simulation
 from features.simulate_campaign import ARMS, Effects, net_value, run_campaign, true_outcomes
 from features.simulate_purchases import expected_purchases, no_purchase_probability, seasonality
 from winback.cli_simulate import register
@@ -304,7 +304,7 @@ def cli():
 def test_cli_writes_the_files_and_summarises_arms(cli, tmp_path):
     result = CliRunner().invoke(cli, ["simulate", "--customers", "300", "--seed", "2", "--output-dir", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(FILES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*FILES, EVENTS_FILE])  # events on by default
     assert "300 customers" in result.output and "churn rate" in result.output
     for arm in ARMS:
         assert arm in result.output

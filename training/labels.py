@@ -65,16 +65,20 @@ def future_spend(transactions: pd.DataFrame, customers: Sequence[str], as_of: pd
 
 
 def snapshot_frame(transactions: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int,
-                   profiles: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Features as of `as_of` (built from transactions ≤ as_of only) plus the churn label and the spend in the
-    label window (`future_spend`, the value model's target; never a feature)."""
+                   profiles: pd.DataFrame | None = None, events: pd.DataFrame | None = None,
+                   event_types=None) -> pd.DataFrame:
+    """Features as of `as_of` (built from transactions and events ≤ as_of only) plus the churn label and the
+    spend in the label window (`future_spend`, the value model's target; never a feature). With events,
+    prospects (events, no purchase yet) are rows too: churned = no first purchase in the window."""
     from features import build_features
 
     seen = transactions[transactions["timestamp"] < day_end(as_of)]
     if seen.empty:
         raise DataError(f"no transactions on or before snapshot date {as_of.date()}; "
                         "use a later --cutoff or fewer --snapshots")
-    feats = build_features(seen, as_of, profiles=profiles)
+    if events is not None:
+        events = events[events["timestamp"] < day_end(as_of)]
+    feats = build_features(seen, as_of, profiles=profiles, events=events, event_types=event_types)
     labels = churn_labels(transactions, feats.index, as_of, horizon_days)
     out = feats.copy()
     out[SNAPSHOT] = as_of
@@ -84,9 +88,10 @@ def snapshot_frame(transactions: pd.DataFrame, as_of: pd.Timestamp, horizon_days
 
 
 def stack_snapshots(transactions: pd.DataFrame, dates: Sequence[pd.Timestamp], horizon_days: int,
-                    profiles: pd.DataFrame | None = None) -> pd.DataFrame:
-    """One `snapshot_frame` per date, stacked (customers repeat across snapshots)."""
-    return pd.concat([snapshot_frame(transactions, d, horizon_days, profiles) for d in dates])
+                    profiles: pd.DataFrame | None = None, events: pd.DataFrame | None = None,
+                    event_types=None) -> pd.DataFrame:
+    """One `snapshot_frame` per date, stacked (customers repeat across snapshots); the same event types in each."""
+    return pd.concat([snapshot_frame(transactions, d, horizon_days, profiles, events, event_types) for d in dates])
 
 
 def parse_label(values: pd.Series, column: str) -> pd.Series:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from winback import cli_spark
+from winback import cli_events, cli_spark
 from winback.cli_common import (MKDIR_HELP, check_output, compiled_trees_option, console, flag, handle_errors, parse_date,
                                 print_registered, progress, start_compiled_trees)
 
@@ -111,6 +111,12 @@ def train_churn_command(
     register_as: str | None = typer.Option(None, "--register-as", help="Registered model name, e.g. winback-churn."),
     storage: str | None = typer.Option(None, "--storage", help="Optuna RDB URL shared by several processes."),
     study_name: str | None = typer.Option(None, "--study-name", help="Optuna study name (needed with --storage)."),
+    events: Path | None = cli_events.events_option(),
+    event_id_col: str | None = cli_events.event_id_col_option(),
+    event_time_col: str = cli_events.event_time_col_option(),
+    event_type_col: str = cli_events.event_type_col_option(),
+    event_types: str | None = cli_events.event_types_option(),
+    event_top: int = cli_events.event_top_option(),
     mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Tune, calibrate and log a LightGBM churn model in MLflow; optionally register it as champion."""
@@ -127,6 +133,9 @@ def train_churn_command(
         raise DataError(f"--timeout must be positive, got {timeout}")
     if storage and not study_name:
         raise DataError("--storage needs --study-name so that several processes join the same study")
+    if events is not None and transactions is None:
+        raise DataError("--events goes with --transactions (events add features to the purchase snapshots)")
+    types, top = cli_events.event_types(event_types, event_top)
     check_output(json_out, "--json-out", mkdir)
     _quiet_mlflow()
     if storage:
@@ -143,8 +152,10 @@ def train_churn_command(
 
         cut = parse_date(cutoff, "--cutoff")
         snapshot_dates(cut, horizon_days, snapshots, snapshot_step_days)  # argument checks before reading data
+        engagement = cli_events.read_events(events, event_id_col, event_time_col, event_type_col)
         data = prepare_transactions(_read_transactions(transactions, as_of=cut), cut, horizon_days, snapshots,
-                                    snapshot_step_days, _read_profiles(profiles), seed)
+                                    snapshot_step_days, _read_profiles(profiles), seed, events=engagement,
+                                    event_types=types, event_top=top)
     else:
         data = prepare_table(_read_customer_table(table, id_col), target, id_col, seed)
     config = ChurnTrainConfig(trials=trials, timeout=timeout, seed=seed, storage=storage, study_name=study_name,
@@ -178,6 +189,10 @@ def score_command(
     reasons: int = typer.Option(0, "--reasons", help="Also write reason_1..reason_N: the N features raising each "
                                 "customer's churn risk most (TreeSHAP), for `winback report`. Default 0 (off): "
                                 "it multiplies the scoring time (see README)."),
+    events: Path | None = cli_events.events_option(),
+    event_id_col: str | None = cli_events.event_id_col_option(),
+    event_time_col: str = cli_events.event_time_col_option(),
+    event_type_col: str = cli_events.event_type_col_option(),
     mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Churn probability, risk tier, lifecycle stage, value tier and value at risk per customer."""
@@ -193,6 +208,9 @@ def score_command(
     spark = cli_spark.check_engine(engine)
     if spark and reasons:
         raise DataError("--reasons: with the pandas engine only (drop it, or --engine pandas)")
+    cli_events.refuse_spark(events, spark)
+    if events is not None and transactions is None:
+        raise DataError("--events goes with --transactions (a --features table already holds the event features)")
     if spark and features is None:
         raise DataError("--engine spark scores a feature table: give --features (build it with "
                         "`winback features build --engine spark`)")
@@ -223,7 +241,9 @@ def score_command(
         advance = lambda n: bar.advance(task, n)  # noqa: E731
         if transactions is not None:
             rows = score_transactions(runtime, _read_transactions(transactions, as_of=day), day, output,
-                                      _read_profiles(profiles), on_chunk=advance, reasons=reasons)
+                                      _read_profiles(profiles), on_chunk=advance, reasons=reasons,
+                                      events=cli_events.read_events(events, event_id_col, event_time_col,
+                                                                    event_type_col))
         elif features is not None:
             rows = score_feature_table(runtime, _read_customer_table(features, "customer_id"), output,
                                        on_chunk=advance, reasons=reasons)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd  # already loaded by cli_common
 import typer
 
-from winback import cli_spark
+from winback import cli_events, cli_spark
 from winback.cli_common import MKDIR_HELP, check_output, console, flag, handle_errors, parse_date
 
 
@@ -35,6 +35,14 @@ def _segment_rule(model: str):
     return SegmentConfig(**runtime.segment_config), tuple(runtime.value_tier_thresholds)
 
 
+def _model_event_types(model: str):
+    """The event types a churn model was trained with (its feature names), so the table fits the model."""
+    from features.events import event_types_in
+    from serving.runtime.churn import load_churn_runtime
+
+    return event_types_in(load_churn_runtime(model).feature_names) or ()
+
+
 def build_command(
     transactions: Path = typer.Option(..., "--transactions", help="Purchases: .csv or .parquet, one row per purchase."),
     as_of: str = typer.Option(..., "--as-of", help="Cutoff date YYYY-MM-DD (inclusive); later purchases are ignored."),
@@ -48,6 +56,12 @@ def build_command(
                                      "(the rule /score and `winback score` use), written as value_tier."),
     engine: str = cli_spark.engine_option(),
     spark_master: str | None = cli_spark.master_option(),
+    events: Path | None = cli_events.events_option(),
+    event_id_col: str | None = cli_events.event_id_col_option(),
+    event_time_col: str = cli_events.event_time_col_option(),
+    event_type_col: str = cli_events.event_type_col_option(),
+    event_types: str | None = cli_events.event_types_option(),
+    event_top: int = cli_events.event_top_option(),
     mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Build point-in-time features with lifecycle stage and value tier, one row per customer.
@@ -61,10 +75,14 @@ def build_command(
 
     cutoff = parse_date(as_of, "--as-of")
     spark = cli_spark.check_engine(engine)
+    cli_events.refuse_spark(events, spark)
+    types, top = cli_events.event_types(event_types, event_top)
     if not spark:
         table_format(output)
     check_output(output, "--output", mkdir)
     rule = _segment_rule(model) if model is not None else None
+    if model is not None and events is not None and types is None:
+        types = _model_event_types(model)
     if spark:
         rows = cli_spark.features_build(spark_master, transactions, profiles, cutoff, output, id_col, time_col,
                                         amount_col, allow_refunds, rule, FILE_TIER)
@@ -75,7 +93,12 @@ def build_command(
     tx = normalize_transactions(raw, id_col=id_col, time_col=time_col, amount_col=amount_col,
                                 allow_refunds=allow_refunds, as_of=cutoff)
     attributes = normalize_profiles(_read(profiles, id_col), id_col=id_col) if profiles else None
-    features = build_features(tx, cutoff, attributes)
+    engagement = cli_events.read_events(events, event_id_col or id_col, event_time_col, event_type_col)
+    if engagement is not None and types is None:
+        from features.events import top_event_types
+
+        types = top_event_types(engagement, cutoff, top)
+    features = build_features(tx, cutoff, attributes, events=engagement, event_types=types)
     if rule is not None:
         segmented = segment(features, rule[0], thresholds=rule[1])
     else:
@@ -84,7 +107,9 @@ def build_command(
     ignored = int((tx["timestamp"] >= cutoff + pd.Timedelta(days=1)).sum())
     console.print(
         f"wrote {len(segmented):,} customers × {segmented.shape[1]} columns to {output} "
-        f"(as of {cutoff.date()}, {len(tx):,} transactions, {ignored:,} after as-of ignored)",
+        f"(as of {cutoff.date()}, {len(tx):,} transactions, {ignored:,} after as-of ignored"
+        + (f"; {len(engagement):,} events, types {', '.join(types) or '(none)'}" if engagement is not None else "")
+        + ")",
         highlight=False,
     )
 

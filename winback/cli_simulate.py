@@ -16,8 +16,10 @@ def simulate_command(
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes the same files."),
     shift: float = typer.Option(0.0, "--shift", help="Change the population (0 = none; 0.5: fewer, larger "
                                 "purchases, more drop-outs, more app customers) to demonstrate drift."),
-    output_dir: Path | None = typer.Option(None, "--output-dir", help="Directory for the five output files "
+    output_dir: Path | None = typer.Option(None, "--output-dir", help="Directory for the output files "
                                            "(created; its parent must exist unless --mkdir). Required."),
+    events: bool = flag("--events/--no-events", "Also write events.parquet: engagement events (visits, app "
+                        "sessions, e-mails, tickets) that fade before each hidden drop-out. Default: on.", default=True),
     mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Simulate two years of purchases and a randomised win-back campaign, with the true effects.
@@ -33,11 +35,13 @@ def simulate_command(
     if customers <= 0:
         raise DataError(f"--customers: must be a positive number, got {customers}")
     check_output(output_dir, "--output-dir", mkdir)  # the folder itself is created, its parent must exist
-    sim = simulate(customers=customers, seed=seed, shift=shift)
+    sim = simulate(customers=customers, seed=seed, shift=shift, events=events)
     paths = write_simulation(sim, output_dir)
     console.print(
         f"wrote {', '.join(paths)} to {output_dir}: {len(sim.transactions):,} transactions of "
-        f"{len(sim.customers):,} customers, {sim.history_start.date()} to {sim.history_end.date()} (seed {seed})",
+        f"{len(sim.customers):,} customers"
+        + (f", {len(sim.events):,} engagement events" if sim.events is not None else "")
+        + f", {sim.history_start.date()} to {sim.history_end.date()} (seed {seed})",
         highlight=False,
     )
     console.print(

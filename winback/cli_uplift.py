@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from features.errors import DataError
-from winback import cli_spark
+from winback import cli_events, cli_spark
 from winback.cli_common import (MKDIR_HELP, check_output, compiled_trees_option, console, fail, flag, handle_errors,
                                 parse_date, print_registered, progress, start_compiled_trees)
 
@@ -43,6 +43,12 @@ def train_uplift_command(
                        default=True),
     storage: str | None = typer.Option(None, "--storage", help="Optuna RDB URL shared by several processes."),
     study_name: str | None = typer.Option(None, "--study-name", help="Optuna study name (needed with --storage)."),
+    events: Path | None = cli_events.events_option(),
+    event_id_col: str | None = cli_events.event_id_col_option(),
+    event_time_col: str = cli_events.event_time_col_option(),
+    event_type_col: str = cli_events.event_type_col_option(),
+    event_types: str | None = cli_events.event_types_option(),
+    event_top: int = cli_events.event_top_option(),
     mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Tune multi-arm uplift models with Optuna, evaluate policies offline, log and register in MLflow."""
@@ -61,6 +67,9 @@ def train_uplift_command(
         fail(f"--trials: must be at least 1, got {trials}")
     if transactions is not None and as_of is None:
         fail("--transactions needs --as-of")
+    if events is not None and transactions is None:
+        fail("--events goes with --transactions (and --as-of)")
+    types, top = cli_events.event_types(event_types, event_top)
     storage, study_name = storage or None, study_name or None
     if storage and not study_name:
         fail("--storage needs --study-name so that several processes join the same study")
@@ -76,7 +85,9 @@ def train_uplift_command(
         transactions=transactions, profiles=profiles, as_of=parse_date(as_of, "--as-of") if as_of else None,
         campaign_date=parse_date(campaign_date, "--campaign-date") if campaign_date else None,
         trials=trials, timeout=timeout, seed=seed, experiment=experiment, register_as=register_as,
-        churn_model=churn_model, refit=refit, storage=storage, study_name=study_name)
+        churn_model=churn_model, refit=refit, storage=storage, study_name=study_name, events=events,
+        event_columns=(event_id_col or "customer_id", event_time_col, event_type_col), event_types=types,
+        event_top=top)
     with progress() as bar:
         task = bar.add_task("tuning", total=trials)
         result = train_uplift(config, TrackingSettings.from_env(experiment),

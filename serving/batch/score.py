@@ -66,33 +66,55 @@ def _with_reasons(columns: list[str], runtime: ChurnRuntime, reasons: int) -> li
 def score_transactions(runtime: ChurnRuntime, transactions: pd.DataFrame, as_of: pd.Timestamp,
                        output: str | os.PathLike, profiles: pd.DataFrame | None = None,
                        chunk_customers: int = CHUNK_CUSTOMERS,
-                       on_chunk: Callable[[int], None] | None = None, reasons: int = 0) -> int:
-    """Score every customer with a transaction on or before `as_of`; returns the number of rows written."""
+                       on_chunk: Callable[[int], None] | None = None, reasons: int = 0,
+                       events: pd.DataFrame | None = None) -> int:
+    """Score every customer with a transaction (or, with `events`, an event) on or before `as_of`; returns the
+    number of rows written. Event features are built for the event types the model was trained with."""
     from features import build_features
     from features.build import FEATURE_DESCRIPTIONS
+    from features.events import event_types_in, is_event_feature
 
     if not runtime.has_segments:
         raise DataError("--model: this model was trained on a customer table; score it with --table")
+    types = event_types_in(runtime.feature_names)
+    if types is not None and events is None:
+        raise DataError("--events: the model was trained with engagement events; pass the events table with --events")
+    if types is None and events is not None:
+        raise DataError("--events: the model was trained without engagement events; drop --events")
     if profiles is None:
-        from_profiles = [f for f in runtime.feature_names if f not in FEATURE_DESCRIPTIONS]
+        from_profiles = [f for f in runtime.feature_names if f not in FEATURE_DESCRIPTIONS and not is_event_feature(f)]
         if from_profiles:
             shown = ", ".join(from_profiles[:5]) + (", …" if len(from_profiles) > 5 else "")
             raise DataError(f"--profiles: the model was trained with customer profiles ({shown}); pass the "
                             f"profiles table with --profiles")
-    seen = transactions[transactions["timestamp"] < pd.Timestamp(as_of).normalize() + pd.Timedelta(days=1)]
+    end = pd.Timestamp(as_of).normalize() + pd.Timedelta(days=1)
+    seen = transactions[transactions["timestamp"] < end]
     if seen.empty:
         raise DataError(f"--as-of {pd.Timestamp(as_of).date()}: no transactions on or before it")
-    codes, _ = pd.factorize(seen["customer_id"], sort=True)
+    engaged = events[events["timestamp"] < end] if events is not None else seen.iloc[:0]
+    customers = pd.Index(pd.unique(np.concatenate([seen["customer_id"].to_numpy(), engaged["customer_id"].to_numpy()])))
+    chunk_of = np.asarray(customers.argsort()).argsort() // chunk_customers  # chunks of customers in id order
+    chunks = int(chunk_of.max()) + 1
+    tx_parts = _split_rows(seen, chunk_of[customers.get_indexer(seen["customer_id"])], chunks)
+    ev_parts = _split_rows(engaged, chunk_of[customers.get_indexer(engaged["customer_id"])], chunks)
     rows = 0
     columns = _with_reasons(TRANSACTION_COLUMNS, runtime, reasons)
     with AtomicTableWriter(output, metadata=provenance(runtime, as_of)) as writer:
-        for _, part in seen.groupby(codes // chunk_customers, sort=True):
-            feats = build_features(part, as_of, profiles=profiles)
+        for part, ev_part in zip(tx_parts, ev_parts):
+            ev_part = ev_part if events is not None else None
+            feats = build_features(part, as_of, profiles=profiles, events=ev_part, event_types=types)
             writer.write(_score(runtime, feats, reasons)[columns])
             rows += len(feats)
             if on_chunk:
                 on_chunk(len(feats))
     return rows
+
+
+def _split_rows(frame: pd.DataFrame, chunk: np.ndarray, chunks: int) -> list[pd.DataFrame]:
+    """Rows of `frame` per chunk number (0 … chunks − 1), in their order: one stable sort, no scan per chunk."""
+    order = np.argsort(chunk, kind="stable")
+    bounds = np.searchsorted(chunk[order], np.arange(chunks + 1))
+    return [frame.iloc[order[a:b]] for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def conform_table(table: pd.DataFrame, runtime: ChurnRuntime) -> pd.DataFrame:

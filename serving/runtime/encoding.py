@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.build import AMOUNT_FEATURES, COUNT_FEATURES
+from features.events import never_negative
 from features.errors import DataError
 
 
@@ -51,7 +52,7 @@ class FeatureEncoder:
             self.categories_[name] = levels
         self.minimums_ = {}
         for name in names:
-            if name in self.categories_ or name not in COUNT_FEATURES | AMOUNT_FEATURES:
+            if name in self.categories_ or (name not in COUNT_FEATURES | AMOUNT_FEATURES and not never_negative(name)):
                 continue
             values = pd.to_numeric(frame[name], errors="coerce")
             if not (values < 0).any():

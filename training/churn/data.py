@@ -122,8 +122,11 @@ def warn_time_varying_profiles(profiles: pd.DataFrame) -> None:
 
 def prepare_transactions(transactions: pd.DataFrame, cutoff: pd.Timestamp, horizon_days: int,
                          snapshots: int = 1, step_days: int = 30, profiles: pd.DataFrame | None = None,
-                         seed: int = 0) -> ChurnData:
-    """Snapshots from transactions on or before `cutoff` (later rows are dropped here, never read)."""
+                         seed: int = 0, events: pd.DataFrame | None = None, event_types=None,
+                         event_top: int = 5) -> ChurnData:
+    """Snapshots from transactions (and engagement events) on or before `cutoff` (later rows are dropped
+    here, never read). The event types with their own columns are `event_types`, else the `event_top` most
+    frequent ones up to the oldest snapshot, fixed for every snapshot and stored as the model's feature names."""
     from features import build_features
 
     dates = snapshot_dates(cutoff, horizon_days, snapshots, step_days)
@@ -139,7 +142,13 @@ def prepare_transactions(transactions: pd.DataFrame, cutoff: pd.Timestamp, horiz
                         "or fewer --snapshots")
     if profiles is not None:
         warn_time_varying_profiles(profiles)
-    stacked = stack_snapshots(history, dates, horizon_days, profiles)
+    if events is not None:
+        from features.events import top_event_types
+
+        events = events[events["timestamp"] < day_end(cutoff)]
+        if event_types is None:
+            event_types = top_event_types(events, dates[-1], event_top)
+    stacked = stack_snapshots(history, dates, horizon_days, profiles, events, event_types)
     features = [c for c in stacked.columns if c not in (LABEL, SNAPSHOT, FUTURE_SPEND)]
     if snapshots >= 2:
         train, valid, test = _out_of_time(stacked, dates[0], seed)
@@ -170,9 +179,12 @@ def prepare_transactions(transactions: pd.DataFrame, cutoff: pd.Timestamp, horiz
         "train_rows": int(len(train)),
         "valid_rows": int(len(valid)),
         "test_rows": int(len(test)),
-        "data_hash": frame_hash(history, profiles),
+        "data_hash": frame_hash(history, profiles, events),
     }
-    latest = build_features(history, cutoff, profiles=profiles)
+    if events is not None:
+        description["event_rows"] = int(len(events))
+        description["event_types"] = list(event_types)
+    latest = build_features(history, cutoff, profiles=profiles, events=events, event_types=event_types)
     refit = stacked[~stacked.index.isin(test.index)]  # with K ≥ 2 this includes T_0 for training customers too
     description["refit_rows"] = int(len(refit))
     return ChurnData(train=train, valid=valid, test=test, feature_columns=features, kind="transactions",

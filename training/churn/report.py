@@ -23,7 +23,8 @@ def roc_plot(y, probability, baselines: dict[str, np.ndarray], path: Path) -> Pa
     """ROC of the model with the baselines' ROC curves on the same validation rows."""
     fig, ax = plt.subplots(figsize=(5, 5))
     for name, score in {"model": probability, **baselines}.items():
-        fpr, tpr, _ = roc_curve(y, score)
+        score = np.asarray(score, dtype=float)  # missing (a prospect's recency) ranks as the riskiest
+        fpr, tpr, _ = roc_curve(y, np.nan_to_num(score, nan=np.nanmax(score) if np.isfinite(score).any() else 0.0))
         ax.plot(fpr, tpr, label=name, lw=2 if name == "model" else 1)
     ax.plot([0, 1], [0, 1], ls=":", color="grey")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (validation)")

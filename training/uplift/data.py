@@ -49,6 +49,10 @@ class UpliftConfig:
     refit: bool = True  # ship the chosen learner refitted on every row; the validation figures are of the 70 % fit
     storage: str | None = None  # Optuna RDB URL shared by several processes (with study_name)
     study_name: str | None = None
+    events: Path | None = None  # engagement events joined as point-in-time features (with transactions)
+    event_columns: tuple[str, str, str] = ("customer_id", "timestamp", "event_type")  # id, time, type as named
+    event_types: tuple[str, ...] | None = None  # types with their own columns, else the event_top most frequent
+    event_top: int = 5
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,24 @@ def campaign_cutoffs(frame: pd.DataFrame, as_of: pd.Timestamp, start: pd.Timesta
     return as_of + (first - start)
 
 
+def _read_events(config: UpliftConfig, first_cutoff) -> tuple[pd.DataFrame | None, tuple[str, ...] | None]:
+    """The events file in the events contract and the event types fixed for every cutoff (errors name the file)."""
+    if config.events is None:
+        return None, None
+    from features.events import normalize_events, top_event_types
+
+    id_col, time_col, type_col = config.event_columns
+    raw = read_table(config.events, dtype={id_col: "str"}) if str(config.events).lower().endswith(".csv") else \
+        read_table(config.events)
+    try:
+        events = normalize_events(raw, id_col=id_col, time_col=time_col, type_col=type_col)
+    except DataError as exc:
+        raise DataError(f"--events {config.events}: {exc}") from None
+    types = config.event_types if config.event_types is not None else \
+        top_event_types(events, pd.Timestamp(first_cutoff), config.event_top)
+    return events, tuple(types)
+
+
 def _join_transaction_features(frame: pd.DataFrame, config: UpliftConfig) -> tuple[pd.DataFrame, list[str]]:
     from features.build import build_features
     from features.contracts import ids_as_strings, normalize_profiles, normalize_transactions
@@ -151,11 +173,13 @@ def _join_transaction_features(frame: pd.DataFrame, config: UpliftConfig) -> tup
     cutoffs = campaign_cutoffs(frame, config.as_of, start)
     transactions = normalize_transactions(read_table(config.transactions), as_of=config.as_of)
     profiles = normalize_profiles(read_table(config.profiles)) if config.profiles is not None else None
+    events, event_types = _read_events(config, min(cutoffs))
     ids = ids_as_strings(frame[config.id_col], repr(config.id_col))  # the same id rule as the transactions
     parts = []
     for cutoff in sorted(cutoffs.unique()):
         rows = (cutoffs == cutoff).to_numpy()
-        snapshot = build_features(transactions, pd.Timestamp(cutoff), profiles=profiles)
+        snapshot = build_features(transactions, pd.Timestamp(cutoff), profiles=profiles, events=events,
+                                  event_types=event_types)
         parts.append(snapshot.reindex(ids[rows].to_numpy()).set_axis(frame.index[rows]))
     columns = [c for c in parts[0].columns if c not in frame.columns]
     extra = pd.concat(parts).loc[frame.index, columns]
