@@ -11,8 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features import affinity
 from features.contracts import AMOUNT, ID, TIME
 from features.errors import DataError
+from features.segment import assign_stage
 
 WINDOWS_DAYS = (30, 90, 180, 365)
 TREND_DAYS = 90  # trend compares the last TREND_DAYS with the TREND_DAYS before them
@@ -142,11 +144,13 @@ def _top_label(codes: np.ndarray, labels: pd.Series, n: int) -> tuple[np.ndarray
     return distinct, pd.Categorical.from_codes(top, categories=pd.Index(names, dtype="str"))
 
 
-def build_features(transactions: pd.DataFrame, as_of, profiles: pd.DataFrame | None = None) -> pd.DataFrame:
+def build_features(transactions: pd.DataFrame, as_of, profiles: pd.DataFrame | None = None,
+                   affinity_categories: int = affinity.MAX_CATEGORIES) -> pd.DataFrame:
     """One row per customer with a purchase on or before `as_of`, indexed and sorted by customer_id.
 
     `transactions` follows the contract of `normalize_transactions`; `profiles` that of
-    `normalize_profiles` (its columns are joined as they are). See FEATURE_DESCRIPTIONS.
+    `normalize_profiles` (its columns are joined as they are). See FEATURE_DESCRIPTIONS; with a category
+    column, also `features.affinity`'s columns for the `affinity_categories` categories with the most spend.
     """
     days = transactions[TIME].to_numpy().astype("datetime64[D]").astype(np.int64)
     age = as_of_day(as_of) - days
@@ -168,6 +172,11 @@ def build_features(transactions: pd.DataFrame, as_of, profiles: pd.DataFrame | N
             columns[count_name], columns[top_name] = _top_label(codes, transactions[source][keep], n)
 
     order = [name for name in FEATURE_DESCRIPTIONS if name in columns]
+    if "category" in transactions.columns and affinity_categories > 0:
+        stage = assign_stage(columns["recency_days"], columns["tenure_days"], columns["overdue_ratio"])
+        extra = affinity.affinity(codes, age, amount, transactions["category"][keep], n, stage, affinity_categories)
+        columns.update(extra)
+        order += list(extra)
     features = pd.DataFrame({name: columns[name] for name in order}, index=index)
     if profiles is None:
         return features
