@@ -45,6 +45,7 @@ FEATURE_DESCRIPTIONS = {
     "top_category": "Most frequent category by purchase rows; ties go to the alphabetically first.",
     "channel_count": "Distinct channels used (only with a channel column).",
     "top_channel": "Most frequent channel by purchase rows; ties go to the alphabetically first.",
+    **affinity.DESCRIPTIONS,  # only with a category column
 }
 
 # Features that cannot be below zero however the data looks (counts, days, ratios of days), and those
@@ -176,7 +177,7 @@ def build_features(transactions: pd.DataFrame, as_of, profiles: pd.DataFrame | N
         stage = assign_stage(columns["recency_days"], columns["tenure_days"], columns["overdue_ratio"])
         extra = affinity.affinity(codes, age, amount, transactions["category"][keep], n, stage, affinity_categories)
         columns.update(extra)
-        order += list(extra)
+        order += [name for name in extra if name not in order]
     features = pd.DataFrame({name: columns[name] for name in order}, index=index)
     if profiles is None:
         return features

@@ -36,12 +36,14 @@ def score_transactions(runtime: ChurnRuntime, transactions: pd.DataFrame, as_of:
                        on_chunk: Callable[[int], None] | None = None) -> int:
     """Score every customer with a transaction on or before `as_of`; returns the number of rows written."""
     from features import build_features
+    from features import affinity
     from features.build import FEATURE_DESCRIPTIONS
 
     if not runtime.has_segments:
         raise DataError("--model: this model was trained on a customer table; score it with --table")
     if profiles is None:
-        from_profiles = [f for f in runtime.feature_names if f not in FEATURE_DESCRIPTIONS]
+        from_profiles = [f for f in runtime.feature_names if f not in FEATURE_DESCRIPTIONS
+                         and not f.startswith(affinity.PREFIX)]
         if from_profiles:
             shown = ", ".join(from_profiles[:5]) + (", …" if len(from_profiles) > 5 else "")
             raise DataError(f"--profiles: the model was trained with customer profiles ({shown}); pass the "
