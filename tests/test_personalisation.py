@@ -121,3 +121,18 @@ def test_training_refuses_a_catalogue_category_the_data_lacks(trained):
                                  "categories": ["garden_tools"]})
     with pytest.raises(DataError, match="'garden_tools'"):
         load_campaign(config(root / "sim", catalog))
+
+
+def test_a_campaign_plan_carries_the_featured_category_to_the_simulators_answer(trained, tmp_path):
+    from features.simulate_campaign import respond
+    from serving.batch.plan import DEFAULT_SALT, PlanDesign, plan_campaign
+
+    runtime, _, root, _ = trained
+    recommend(runtime, root / "features.parquet", tmp_path / "recs.parquet")
+    recs = pd.read_parquet(tmp_path / "recs.parquet")
+    design = PlanDesign("c2", pd.Timestamp("2026-02-01"), 0.1, 0.3, DEFAULT_SALT, 0, None, None, None)
+    plan = plan_campaign(recs, design, runtime.catalog)
+    assert (plan["featured_category"].to_numpy() == recs["featured_category"].to_numpy()).all()
+    truth = pd.read_parquet(root / "sim" / "truth.parquet")
+    answered = respond(plan, truth, seed=0)
+    assert len(answered) == len(plan) and (plan["incentive"] == "category_coupon").any()
