@@ -7,8 +7,8 @@ among customers of the same lifecycle stage (`features.segment`), with weight k 
 k = PRIOR_PURCHASES. One purchase of toys is then not "100 % toys".
 
 Catalogues can hold thousands of categories; only the MAX_CATEGORIES with the most spend up to `as_of` get
-a column (the rest still count in every share's denominator), and `top_affinity_category` names the
-customer's highest one. Everything is two bincounts over (customer × category) codes.
+a column (in alphabetical order; the rest still count in every share's denominator), and
+`top_affinity_category` names the customer's highest one. Everything is two bincounts over (customer × category) codes.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ DESCRIPTIONS = {
     f"{PREFIX}<category>": f"Recency-weighted spend share of the category (half-life {HALF_LIFE_DAYS:g} days), "
     f"shrunk toward the mean share of the customer's lifecycle stage with weight {PRIOR_PURCHASES:g} / "
     f"({PRIOR_PURCHASES:g} + purchase rows); only the {MAX_CATEGORIES} categories with the most spend.",
-    TOP_COLUMN: "The category with the highest affinity (ties: the one with more spend overall).",
+    TOP_COLUMN: "The category with the highest affinity (ties: the alphabetically first).",
 }
 
 
 def column_names(categories) -> dict[str, str]:
     """Category → its affinity column: lower case, anything but letters and digits as `_`; a name that
-    would repeat another gets `_2`, `_3`, … in the order given (most spend first)."""
+    would repeat another gets `_2`, `_3`, … in the order given (alphabetical)."""
     out: dict[str, str] = {}
     taken: set[str] = set()
     for name in categories:
@@ -71,7 +71,7 @@ def affinity(codes: np.ndarray, age: np.ndarray, amount: np.ndarray, labels: pd.
     known = label_code >= 0
     spend = np.maximum(np.nan_to_num(amount), 0.0)
     total_by_category = np.bincount(label_code[known], weights=spend[known], minlength=len(names))
-    keep = np.lexsort((np.arange(len(names)), -total_by_category))[:max_categories]  # most spend first
+    keep = np.sort(np.lexsort((np.arange(len(names)), -total_by_category))[:max_categories])  # then by name
     bucket = np.full(len(names) + 1, len(keep), dtype=np.int64)  # the others share one bucket
     bucket[keep] = np.arange(len(keep))
     width = len(keep) + 1
@@ -87,7 +87,7 @@ def affinity(codes: np.ndarray, age: np.ndarray, amount: np.ndarray, labels: pd.
     values = (1 - strength) * share + strength * prior
     kept_names = [str(names[i]) for i in keep]
     out: dict[str, object] = {col: values[:, j] for j, col in enumerate(column_names(kept_names).values())}
-    top = np.argmax(values, axis=1) if len(keep) else np.full(n, -1)  # ties: the category with more spend
+    top = np.argmax(values, axis=1) if len(keep) else np.full(n, -1)  # ties: the alphabetically first
     out[TOP_COLUMN] = pd.Categorical.from_codes(np.where(rows > 0, top, -1),
                                                 categories=pd.Index(kept_names, dtype="str"))
     return out

@@ -55,7 +55,7 @@ def test_only_the_categories_with_most_spend_get_a_column_and_names_are_sanitise
     tx = purchases([("a", "2025-06-01", 30.0, "Home & Garden"), ("a", "2025-06-01", 20.0, "toys"),
                     ("b", "2025-06-01", 5.0, "books")])
     f = build_features(tx, AS_OF, affinity_categories=2)
-    assert [c for c in f.columns if c.startswith("affinity_")] == ["affinity_home_garden", "affinity_toys"]
+    assert [c for c in f.columns if c.startswith("affinity_")] == ["affinity_home_garden", "affinity_toys"]  # by name
     assert f.loc["b", "top_affinity_category"] in ("Home & Garden", "toys")  # books has no column
     assert column_names(["A b", "a-b"]) == {"A b": "affinity_a_b", "a-b": "affinity_a_b_2"}
 
