@@ -11,8 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features import affinity
 from features.contracts import AMOUNT, ID, TIME
 from features.errors import DataError
+from features.segment import assign_stage
 
 WINDOWS_DAYS = (30, 90, 180, 365)
 TREND_DAYS = 90  # trend compares the last TREND_DAYS with the TREND_DAYS before them
@@ -43,6 +45,7 @@ FEATURE_DESCRIPTIONS = {
     "top_category": "Most frequent category by purchase rows; ties go to the alphabetically first.",
     "channel_count": "Distinct channels used (only with a channel column).",
     "top_channel": "Most frequent channel by purchase rows; ties go to the alphabetically first.",
+    **affinity.DESCRIPTIONS,  # only with a category column
 }
 
 # Features that cannot be below zero however the data looks (counts, days, ratios of days), and those
@@ -143,11 +146,13 @@ def _top_label(codes: np.ndarray, labels: pd.Series, n: int) -> tuple[np.ndarray
 
 
 def build_features(transactions: pd.DataFrame, as_of, profiles: pd.DataFrame | None = None,
-                   events: pd.DataFrame | None = None, event_types=None) -> pd.DataFrame:
+                   events: pd.DataFrame | None = None, event_types=None,
+                   affinity_categories: int = affinity.MAX_CATEGORIES) -> pd.DataFrame:
     """One row per customer with a purchase on or before `as_of`, indexed and sorted by customer_id.
 
     `transactions` follows the contract of `normalize_transactions`; `profiles` that of
-    `normalize_profiles` (its columns are joined as they are). See FEATURE_DESCRIPTIONS.
+    `normalize_profiles` (its columns are joined as they are). See FEATURE_DESCRIPTIONS; with a category
+    column, also `features.affinity`'s columns for the `affinity_categories` categories with the most spend.
     With `events` (`features.events.normalize_events`) the engagement features of `event_types` (default:
     the most frequent types) are joined, and customers with an event but no purchase yet (prospects) are
     kept, with purchase counts and amounts 0 and the rest of their purchase features NaN.
@@ -172,6 +177,11 @@ def build_features(transactions: pd.DataFrame, as_of, profiles: pd.DataFrame | N
             columns[count_name], columns[top_name] = _top_label(codes, transactions[source][keep], n)
 
     order = [name for name in FEATURE_DESCRIPTIONS if name in columns]
+    if "category" in transactions.columns and affinity_categories > 0:
+        stage = assign_stage(columns["recency_days"], columns["tenure_days"], columns["overdue_ratio"])
+        extra = affinity.affinity(codes, age, amount, transactions["category"][keep], n, stage, affinity_categories)
+        columns.update(extra)
+        order += [name for name in extra if name not in order]
     features = pd.DataFrame({name: columns[name] for name in order}, index=index)
     if events is not None:
         features = _join_events(features, events, as_of, event_types)

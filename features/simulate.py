@@ -8,7 +8,6 @@ The truth table holds the exact probabilities the observed outcomes were drawn f
 
 from __future__ import annotations
 
-import copy
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -23,7 +22,9 @@ from features import simulate_events as engagement
 from features import simulate_purchases as purchases
 from features.errors import DataError
 from features.io import write_table
-from features.simulate_campaign import ARMS, CATALOG, arm_effects, run_campaign, true_outcomes
+from features import simulate_campaign as campaign
+from features.build import build_features
+from features.simulate_campaign import arm_effects, run_campaign, true_outcomes
 from features.simulate_population import (
     CATEGORIES,
     CHANNELS,
@@ -62,13 +63,18 @@ class Simulation:
     events: pd.DataFrame | None = None  # engagement events in the history (simulate(..., events=True))
 
 
+FEATURED_STREAM = 0x6361  # the random stream of the categories the personalised coupon features
+
+
 def simulate(customers: int = 5000, seed: int = 0, future_days: int = 0, shift: float = 0.0,
-             events: bool = False) -> Simulation:
+             events: bool = False, personalised: bool = False) -> Simulation:
     """Simulate `customers` customers; `future_days` > 0 adds their natural purchases after the history;
     `shift` > 0 changes the population (see `draw_population`) to demonstrate drift; `events` adds their
-    engagement events (see `simulate_events`, drawn from a random stream of their own).
+    engagement events (see `simulate_events`, drawn from a random stream of their own); `personalised` adds
+    the category coupon to the catalogue and the campaign (`simulate_campaign.PERSONALISED_INCENTIVE`).
 
-    The campaign and truth do not depend on `future_days`: the same seed gives the same frames.
+    The campaign and truth do not depend on `future_days`: the same seed gives the same frames; without
+    `personalised` they are those of the simulator before the coupon existed.
     """
     if customers <= 0:
         raise DataError(f"customers: must be a positive number of customers, got {customers}")
@@ -105,16 +111,39 @@ def simulate(customers: int = 5000, seed: int = 0, future_days: int = 0, shift: 
     alive = pop.death > end
     basket = mean_basket(pop, purchases.MEAN_QUANTITY)
     churn, p_natural, revenue_natural = natural_truth(pop, alive, basket, season)
-    effects = arm_effects(pop, alive, recency, basket)
-    p_convert, expected_revenue = true_outcomes(effects, p_natural, revenue_natural, basket)
-    outcomes = run_campaign(campaign_rng, effects, bought, natural_revenue, purchases.extra_basket(campaign_rng, pop))
-
     ids = customer_ids(customers)
+    arms = campaign.arms(personalised)
+    effects = arm_effects(pop, alive, recency, basket)
+    featured, column = None, None
+    if personalised:
+        effects = campaign.coupon_effects(effects, pop, alive, recency)
+        featured = featured_categories(np.random.default_rng([seed, FEATURED_STREAM]), transactions_frame(history, ids))
+        coupon = len(arms) - 1
+        mismatch = np.where(featured == pop.preferred_category, coupon, coupon + 1)
+        column = lambda arm: np.where(arm == coupon, mismatch, arm)  # noqa: E731
+    p_convert, expected_revenue = true_outcomes(effects, p_natural, revenue_natural, basket)
+    outcomes = run_campaign(campaign_rng, effects, bought, natural_revenue, purchases.extra_basket(campaign_rng, pop),
+                            len(arms), column)
+
     truth = pd.DataFrame({"customer_id": labels(ids, np.arange(customers)), "churn_probability": churn})
-    for j, arm in enumerate(ARMS):
+    names = arms + [f"{arms[-1]}{campaign.OTHER_SUFFIX}"] if personalised else arms
+    for j, arm in enumerate(names):
         truth[f"p_convert:{arm}"] = p_convert[:, j]
-    for j, arm in enumerate(ARMS):
+    for j, arm in enumerate(names):
         truth[f"expected_revenue:{arm}"] = expected_revenue[:, j]
+    truth["preferred_category"] = labels(CATEGORIES, pop.preferred_category)
+    campaign_frame = pd.DataFrame(
+        {
+            "customer_id": labels(ids, np.arange(customers)),
+            "campaign_date": np.full(customers, CAMPAIGN_DATE.to_datetime64()).astype("datetime64[us]"),
+            "incentive": labels(np.array(arms), outcomes.arm),
+            "converted": outcomes.converted,
+            "revenue": outcomes.revenue,
+        }
+    )
+    if personalised:
+        sent = outcomes.arm == len(arms) - 1
+        campaign_frame["featured_category"] = pd.Series(labels(CATEGORIES, featured)).where(sent)
 
     future = purchases.select(window, window["day"] < end + future_days)
     if future_days > CONVERSION_DAYS:
@@ -128,17 +157,9 @@ def simulate(customers: int = 5000, seed: int = 0, future_days: int = 0, shift: 
     return Simulation(
         transactions=transactions_frame(history, ids),
         customers=customers_frame(pop, ids),
-        campaign=pd.DataFrame(
-            {
-                "customer_id": labels(ids, np.arange(customers)),
-                "campaign_date": np.full(customers, CAMPAIGN_DATE.to_datetime64()).astype("datetime64[us]"),
-                "incentive": labels(np.array(ARMS), outcomes.arm),
-                "converted": outcomes.converted,
-                "revenue": outcomes.revenue,
-            }
-        ),
+        campaign=campaign_frame,
         truth=truth,
-        catalog=copy.deepcopy(CATALOG),
+        catalog=campaign.catalog(personalised),
         future_transactions=transactions_frame(future, ids),
         events=events_frame(engagement.simulate_events(_events_rng(seed), pop, HISTORY_DAYS), ids) if events else None,
     )
@@ -159,6 +180,15 @@ def events_frame(table: dict[str, np.ndarray], ids: np.ndarray) -> pd.DataFrame:
             "channel": labels(engagement.EVENT_CHANNELS, table["type"]),
         }
     )
+
+
+def featured_categories(rng: np.random.Generator, transactions: pd.DataFrame) -> np.ndarray:
+    """Category index the coupon features per customer: the observed top category by affinity on the last
+    history day (what `recommend` picks), or for RANDOM_FEATURED_SHARE of customers one drawn uniformly."""
+    top = build_features(transactions, HISTORY_END)["top_affinity_category"].astype(str).to_numpy()
+    observed = pd.Index(CATEGORIES).get_indexer(top)  # every customer bought at least once, in id order
+    drawn = rng.integers(0, len(CATEGORIES), len(observed))
+    return np.where(rng.random(len(observed)) < campaign.RANDOM_FEATURED_SHARE, drawn, observed)
 
 
 def natural_truth(pop: Population, alive: np.ndarray, basket: np.ndarray, season: np.ndarray):

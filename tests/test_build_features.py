@@ -91,8 +91,9 @@ def test_optional_columns_give_quantity_category_and_channel_features(make_trans
     assert f["channel_count"].tolist() == [2.0, 1.0] and f["top_channel"].tolist() == ["web", "store"]
     assert isinstance(f["top_channel"].dtype, pd.CategoricalDtype)
     assert set(f.columns) - set(BASE_COLUMNS) == {"quantity_total", "category_count", "top_category",
-                                                  "channel_count", "top_channel"}
-    assert set(f.columns) <= set(FEATURE_DESCRIPTIONS)
+                                                  "channel_count", "top_channel", "top_affinity_category",
+                                                  "affinity_books", "affinity_toys"}
+    assert {c for c in f.columns if not c.startswith("affinity_")} <= set(FEATURE_DESCRIPTIONS)
 
 
 def test_profiles_are_joined_by_customer_and_missing_ones_are_nan(small):

@@ -82,3 +82,26 @@ def test_override_catalogue_with_other_arms_is_refused():
     override = Catalog("c", (Incentive("a", 1.0), Incentive("x", 1.0)), 5.0)
     with pytest.raises(DataError, match="not in the model: 'x'"):
         override.for_model(["a", "b"], "c")
+
+
+def test_personalised_incentives_and_categories_are_read_and_dumped_back(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("control: none\ncategories: [toys, home]\nincentives:\n"
+                    "  - {name: email, cost: 0.05}\n"
+                    "  - {name: category_coupon, cost: 0.10, redemption_cost: 5.0, personalised: true}\n")
+    catalog = load_catalog(path)
+    assert catalog.personalised == ["category_coupon"] and catalog.categories == ("toys", "home")
+    assert load_catalog(dump_catalog(catalog, tmp_path / "back.yaml")) == catalog
+    assert catalog.for_model(["category_coupon", "email"], "none").categories == ("toys", "home")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("control: c\nincentives:\n  - {name: a, cost: 1, personalised: 'yes'}\n", "personalised must be true or false"),
+    ("control: c\ncategories: []\nincentives:\n  - {name: a, cost: 1}\n", "'categories' must be a non-empty list"),
+    ("control: c\ncategories: [toys, toys]\nincentives:\n  - {name: a, cost: 1}\n", "duplicate categories"),
+])
+def test_malformed_personalisation_is_named(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(DataError, match=message):
+        load_catalog(path)

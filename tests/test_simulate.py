@@ -142,8 +142,8 @@ def test_campaign_table_has_one_arm_and_outcome_per_customer(sim):
 def test_truth_has_churn_and_both_quantities_for_every_arm(sim):
     expected = ["customer_id", "churn_probability"]
     expected += [f"p_convert:{arm}" for arm in ARMS] + [f"expected_revenue:{arm}" for arm in ARMS]
-    assert list(sim.truth.columns) == expected
-    values = sim.truth.drop(columns="customer_id")
+    assert list(sim.truth.columns) == expected + ["preferred_category"]
+    values = sim.truth.drop(columns=["customer_id", "preferred_category"])
     assert values.min().min() >= 0 and sim.truth["churn_probability"].max() <= 1
 
 

@@ -222,7 +222,7 @@ def training_table(campaign: Campaign) -> pd.DataFrame:
     ones left out) with the arm received, the outcomes and the logged propensity of that arm."""
     f = campaign.frame[campaign.frame["group"].astype(str) != "suppressed"]
     columns = [ID_COLUMN, "campaign_id", "campaign_date", "incentive", "converted"] + \
-        (["revenue"] if "revenue" in f.columns else []) + ["propensity"]
+        (["revenue"] if "revenue" in f.columns else []) + ["propensity", "featured_category"]
     return f[[c for c in columns if c in f.columns]].reset_index(drop=True)
 
 

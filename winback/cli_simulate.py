@@ -16,6 +16,8 @@ def simulate_command(
     seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes the same files."),
     shift: float = typer.Option(0.0, "--shift", help="Change the population (0 = none; 0.5: fewer, larger "
                                 "purchases, more drop-outs, more app customers) to demonstrate drift."),
+    personalised: bool = flag("--personalised", "Add a personalised category coupon to the catalogue and the "
+                              "campaign (its effect is larger when it features the customer's preferred category)."),
     output_dir: Path | None = typer.Option(None, "--output-dir", help="Directory for the output files "
                                            "(created; its parent must exist unless --mkdir). Required."),
     events: bool = flag("--events/--no-events", "Also write events.parquet: engagement events (visits, app "
@@ -35,7 +37,7 @@ def simulate_command(
     if customers <= 0:
         raise DataError(f"--customers: must be a positive number, got {customers}")
     check_output(output_dir, "--output-dir", mkdir)  # the folder itself is created, its parent must exist
-    sim = simulate(customers=customers, seed=seed, shift=shift, events=events)
+    sim = simulate(customers=customers, seed=seed, shift=shift, events=events, personalised=personalised)
     paths = write_simulation(sim, output_dir)
     console.print(
         f"wrote {', '.join(paths)} to {output_dir}: {len(sim.transactions):,} transactions of "

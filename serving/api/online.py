@@ -156,6 +156,8 @@ class RecommendColumns:
     expected_net_value: np.ndarray
     uplift: np.ndarray  # (n, k), columns in `arms` order
     churn_probability: np.ndarray
+    featured_category: np.ndarray | None = None  # with a personalised arm (see serving.runtime.personal)
+    category_affinity: np.ndarray | None = None
 
 
 def recommend_columns(churn: ChurnRuntime, uplift: UpliftRuntime, X_churn: np.ndarray, X_uplift: np.ndarray,
@@ -167,7 +169,7 @@ def recommend_columns(churn: ChurnRuntime, uplift: UpliftRuntime, X_churn: np.nd
         capped = decide_with_cap(pred.net_value, uplift.catalog.costs, max_sends=max_sends, budget=budget)
         pred = dataclasses.replace(pred, decision=capped)
     return RecommendColumns(list(pred.arms), pred.incentive, pred.expected_net_value, pred.uplift,
-                            churn.predict_proba(X_churn))
+                            churn.predict_proba(X_churn), pred.featured_category, pred.category_affinity)
 
 
 def score_rows(churn: ChurnRuntime, customers: Sequence[CustomerLike],
@@ -206,9 +208,14 @@ def recommend_rows(churn: ChurnRuntime, uplift: UpliftRuntime, customers: Sequen
         metrics.recommendations(cols.incentive)
     arms, up = cols.arms, cols.uplift.tolist()
     value, p = cols.expected_net_value.tolist(), cols.churn_probability.tolist()
-    return [{"customer_id": c.customer_id, "incentive": cols.incentive[i], "expected_net_value": value[i],
+    rows = [{"customer_id": c.customer_id, "incentive": cols.incentive[i], "expected_net_value": value[i],
              "uplift": dict(zip(arms, up[i])), "churn_probability": p[i]}
             for i, c in enumerate(customers)]
+    if cols.featured_category is not None:  # a personalised arm: what it features for each customer
+        affinity = [None if np.isnan(v) else v for v in cols.category_affinity.tolist()]
+        for row, featured, value in zip(rows, cols.featured_category.tolist(), affinity):
+            row["featured_category"], row["category_affinity"] = str(featured), value
+    return rows
 
 
 def warm_up(churn: ChurnRuntime, uplift: UpliftRuntime) -> None:

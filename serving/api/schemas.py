@@ -95,6 +95,9 @@ class Recommendation(BaseModel):
     expected_net_value: float
     uplift: dict[str, float]
     churn_probability: float
+    featured_category: Optional[str] = Field(default=None, description="with a personalised incentive in the "
+                                             "catalogue: the category it features for this customer")
+    category_affinity: Optional[float] = Field(default=None, description="the customer's affinity for it")
 
 
 class RecommendResponse(BaseModel):

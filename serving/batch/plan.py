@@ -174,6 +174,8 @@ def plan_campaign(recommendations: pd.DataFrame, design: PlanDesign, catalog: Ca
     })
     for i, name in enumerate(names):
         out[f"{PROPENSITY_PREFIX}{name}"] = shares[:, i]
+    if "featured_category" in recommendations.columns:  # what a personalised incentive features, if sent
+        out["featured_category"] = recommendations["featured_category"].to_numpy()
     uplift = [f"uplift:{a}" for a in arms]
     if all(c in recommendations.columns for c in uplift):  # what the model expected of the incentive sent
         expected = np.column_stack([np.zeros(n), recommendations[uplift].to_numpy(dtype=np.float64)])

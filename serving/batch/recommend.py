@@ -19,6 +19,7 @@ from features.errors import DataError
 from features.io import AtomicTableWriter, table_format
 from serving.runtime.catalog import Catalog
 from serving.runtime.decision import CONTROL, chosen_values, decide_with_cap
+from serving.runtime.personal import AFFINITY_COLUMN, FEATURED_COLUMN
 from serving.runtime.uplift import UpliftPrediction, UpliftRuntime
 
 ID_COLUMN = "customer_id"
@@ -27,7 +28,9 @@ DEFAULT_CHUNK_ROWS = 250_000
 
 def recommendation_frame(prediction: UpliftPrediction, ids=None, decision: np.ndarray | None = None,
                          with_net_values: bool = False) -> pd.DataFrame:
-    """customer_id (when ids are given), incentive, expected_net_value, uplift:<arm> [, net_value:<arm>]."""
+    """customer_id (when ids are given), incentive, expected_net_value, uplift:<arm> [, net_value:<arm>]; with a
+    personalised arm in the catalogue, featured_category and category_affinity for every customer (what that
+    arm features for them, whichever incentive is chosen, so a plan can send it to anyone)."""
     decision = prediction.decision if decision is None else decision
     names = np.array([*prediction.arms, prediction.control], dtype=object)
     columns: dict[str, object] = {}
@@ -40,6 +43,9 @@ def recommendation_frame(prediction: UpliftPrediction, ids=None, decision: np.nd
     if with_net_values:
         for j, arm in enumerate(prediction.arms):
             columns[f"net_value:{arm}"] = prediction.net_value[:, j]
+    if prediction.featured_category is not None:
+        columns[FEATURED_COLUMN] = prediction.featured_category.astype(str)
+        columns[AFFINITY_COLUMN] = prediction.category_affinity
     return pd.DataFrame(columns)
 
 

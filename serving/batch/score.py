@@ -71,6 +71,7 @@ def score_transactions(runtime: ChurnRuntime, transactions: pd.DataFrame, as_of:
     """Score every customer with a transaction (or, with `events`, an event) on or before `as_of`; returns the
     number of rows written. Event features are built for the event types the model was trained with."""
     from features import build_features
+    from features import affinity
     from features.build import FEATURE_DESCRIPTIONS
     from features.events import event_types_in, is_event_feature
 
@@ -82,7 +83,8 @@ def score_transactions(runtime: ChurnRuntime, transactions: pd.DataFrame, as_of:
     if types is None and events is not None:
         raise DataError("--events: the model was trained without engagement events; drop --events")
     if profiles is None:
-        from_profiles = [f for f in runtime.feature_names if f not in FEATURE_DESCRIPTIONS and not is_event_feature(f)]
+        from_profiles = [f for f in runtime.feature_names if f not in FEATURE_DESCRIPTIONS
+                         and not is_event_feature(f) and not f.startswith(affinity.PREFIX)]
         if from_profiles:
             shown = ", ".join(from_profiles[:5]) + (", …" if len(from_profiles) > 5 else "")
             raise DataError(f"--profiles: the model was trained with customer profiles ({shown}); pass the "

@@ -1,5 +1,8 @@
 """The incentive catalogue: which arm means "send nothing", what each incentive costs, what an outcome is worth.
 
+An incentive marked `personalised: true` features one category per customer (a coupon for what they buy):
+the customer's top category by affinity among the catalogue's `categories:` (all categories when absent).
+
 Loaded from YAML at the edge (CLI, service start), validated once, then passed around as a frozen
 dataclass. The order of `incentives` is the arm order everywhere (columns, ties).
 """
@@ -21,6 +24,7 @@ class Incentive:
     name: str
     cost: float
     redemption_cost: float = 0.0
+    personalised: bool = False
 
 
 @dataclass(frozen=True)
@@ -28,10 +32,15 @@ class Catalog:
     control: str
     incentives: tuple[Incentive, ...]
     outcome_value: float | None = None
+    categories: tuple[str, ...] | None = None  # the categories a personalised incentive may feature; None: all
 
     @property
     def arms(self) -> list[str]:
         return [inc.name for inc in self.incentives]
+
+    @property
+    def personalised(self) -> list[str]:
+        return [inc.name for inc in self.incentives if inc.personalised]
 
     @property
     def costs(self) -> np.ndarray:
@@ -47,7 +56,7 @@ class Catalog:
             raise DataError(f"catalogue control {self.control!r} differs from the model's control {control!r}")
         self.check_arms([control, *arms], source="the model")
         by_name = {inc.name: inc for inc in self.incentives}
-        return Catalog(self.control, tuple(by_name[a] for a in arms), self.outcome_value)
+        return Catalog(self.control, tuple(by_name[a] for a in arms), self.outcome_value, self.categories)
 
     def check_arms(self, arms_in_data: Iterable[str], source: str = "the data") -> None:
         """DataError naming catalogue arms absent from `source` (control included), or arms of `source`
@@ -65,8 +74,10 @@ class Catalog:
         out: dict = {"control": self.control}
         if self.outcome_value is not None:
             out["outcome_value"] = self.outcome_value
-        out["incentives"] = [{"name": i.name, "cost": i.cost, "redemption_cost": i.redemption_cost}
-                             for i in self.incentives]
+        if self.categories is not None:
+            out["categories"] = list(self.categories)
+        out["incentives"] = [{"name": i.name, "cost": i.cost, "redemption_cost": i.redemption_cost,
+                              **({"personalised": True} if i.personalised else {})} for i in self.incentives]
         return out
 
     @classmethod
@@ -93,14 +104,28 @@ class Catalog:
             redemption = _number(item.get("redemption_cost", 0.0), f"{where}: incentives[{i}].redemption_cost")
             if cost < 0 or redemption < 0:
                 raise DataError(f"{where}: incentives[{i}] ({name}) has a negative cost")
-            incentives.append(Incentive(name, cost, redemption))
+            personalised = item.get("personalised", False)
+            if not isinstance(personalised, bool):
+                raise DataError(f"{where}: incentives[{i}].personalised must be true or false, got {personalised!r}")
+            incentives.append(Incentive(name, cost, redemption, personalised))
         names = [inc.name for inc in incentives]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise DataError(f"{where}: duplicate incentive name(s): {', '.join(duplicates)}")
         if control in names:
             raise DataError(f"{where}: control {control!r} is also listed as an incentive")
-        return cls(control, tuple(incentives), outcome_value)
+        return cls(control, tuple(incentives), outcome_value, _categories(data.get("categories"), where))
+
+
+def _categories(value: object, where: str) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise DataError(f"{where}: 'categories' must be a non-empty list of category names")
+    duplicates = sorted({v for v in value if value.count(v) > 1})
+    if duplicates:
+        raise DataError(f"{where}: duplicate categories: {', '.join(map(repr, duplicates))}")
+    return tuple(value)
 
 
 def _number(value: object, where: str) -> float:

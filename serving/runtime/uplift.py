@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from serving.runtime import churn as churn_runtime
+from serving.runtime import personal
 from serving.runtime.boosters import BoosterCaller
 from serving.runtime.catalog import Catalog
 from serving.runtime.decision import CONTROL, chosen_values, decide, net_values
@@ -57,6 +58,8 @@ class UpliftPrediction:
     revenue_uplift: np.ndarray | None
     net_value: np.ndarray
     decision: np.ndarray          # arm index, or CONTROL (-1)
+    featured_category: np.ndarray | None = None  # (n,) with a personalised arm: the category it features
+    category_affinity: np.ndarray | None = None  # (n,) the customer's affinity for that category
 
     @property
     def incentive(self) -> np.ndarray:
@@ -162,10 +165,35 @@ class UpliftRuntime:
             return base / max(k, 1), out, uplift
         raise ValueError(f"unknown learner kind {kind!r}")
 
+    @property
+    def categories(self) -> dict[str, str]:
+        """Category → affinity column the model knows (empty without personalisation)."""
+        return dict(self.metadata.get("personalisation", {}).get("categories", {}))
+
+    def _featured(self, X: np.ndarray, cat: Catalog, override: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The featured category and its affinity per row, with a personalised arm in the catalogue. The
+        interim runtimes of tuning folds carry no personalisation metadata and skip it; a catalogue given at
+        scoring time is checked against the categories the model knows (DataError naming the others)."""
+        if not cat.personalised or not (self.categories or override):
+            return None, None
+        personal.check_categories(cat, list(self.categories))
+        names, columns = personal.allowed_columns(cat, self.categories)
+        index = [self.encoder.features_.index(c) for c in columns]
+        return personal.featured_categories(X[:, index], names)
+
+    def _with_match(self, X: np.ndarray) -> np.ndarray:
+        """The boosters' input: with a learned `matched` column, the encoder's columns and a 1 (the category
+        featured at decision time is the customer's own); an array that has the column already is kept."""
+        if not self.metadata.get("personalisation", {}).get("matched") or X.shape[1] != len(self.encoder.features_):
+            return X
+        return np.column_stack([X, np.ones(len(X))])
+
     def predict(self, X: np.ndarray, catalog: Catalog | None = None) -> UpliftPrediction:
         """Score an encoded array (rows from `self.encoder`); `catalog` overrides costs and values."""
         cat = self.catalog if catalog is None else catalog.for_model(self.arms, self.control)
         X = np.asarray(X, dtype=np.float64)
+        featured = self._featured(X, cat, catalog is not None)
+        X = self._with_match(X)
         p_control, p_arm, uplift = self._target(self.recipes["outcome"], X)
         revenue = (None, None, None)
         if "revenue" in self.recipes:
@@ -178,11 +206,12 @@ class UpliftRuntime:
             else:
                 revenue = self._target(recipe, X)
         net = net_values(uplift, p_arm, cat.costs, cat.redemption_costs, cat.outcome_value, revenue[2])
-        return UpliftPrediction(self.arms, self.control, uplift, p_control, p_arm, *revenue, net, decide(net))
+        return UpliftPrediction(self.arms, self.control, uplift, p_control, p_arm, *revenue, net, decide(net),
+                                *featured)
 
     def predict_uplift(self, X: np.ndarray) -> np.ndarray:
         """Only Δ P(outcome) per arm, (n, k): what the Qini metrics rank by."""
-        return self._target(self.recipes["outcome"], np.asarray(X, dtype=np.float64))[2]
+        return self._target(self.recipes["outcome"], self._with_match(np.asarray(X, dtype=np.float64)))[2]
 
     def predict_frame(self, frame: pd.DataFrame, catalog: Catalog | None = None) -> UpliftPrediction:
         return self.predict(self.encoder.transform(frame), catalog)

@@ -14,6 +14,8 @@ from features.errors import DataError, DataWarning
 from features.io import read_table
 from serving.runtime.catalog import Catalog
 from serving.runtime.decision import CONTROL
+from serving.runtime.personal import FEATURED_COLUMN
+from training.uplift.personal import personalisation
 
 PROPENSITY_COLUMN = "propensity"
 CAMPAIGN_DATE_COLUMN = "campaign_date"
@@ -63,6 +65,14 @@ class CampaignData:
     y: np.ndarray
     revenue: np.ndarray | None
     propensity: np.ndarray       # probability of the arm each row received
+    personalisation: dict | None = None  # see training.uplift.personal
+    matched: np.ndarray | None = None    # the boosters' column after the encoder's, with personalised arms
+
+    def boosters_input(self, X: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
+        """Encoded rows as the boosters are trained on them: with the `matched` column when there is one."""
+        if self.matched is None:
+            return X
+        return np.column_stack([X, self.matched if rows is None else self.matched[rows]])
 
 
 def outcome_like_columns(frame: pd.DataFrame, y: np.ndarray, min_rows: int = 20) -> list[str]:
@@ -274,7 +284,7 @@ def load_campaign(config: UpliftConfig) -> CampaignData:
             raise DataError(f"column {PROPENSITY_COLUMN!r}: propensities must be in (0, 1]")
         propensity[logged] = given
     reserved = {config.treatment_col, config.outcome, config.revenue_col, config.id_col, PROPENSITY_COLUMN,
-                CAMPAIGN_DATE_COLUMN, CAMPAIGN_ID_COLUMN}
+                CAMPAIGN_DATE_COLUMN, CAMPAIGN_ID_COLUMN, FEATURED_COLUMN}
     built: list[str] = []
     if config.transactions is not None:
         frame, built = _join_transaction_features(frame, config)
@@ -300,7 +310,9 @@ def load_campaign(config: UpliftConfig) -> CampaignData:
         features = [c for c in candidates if c not in leaks]
     if not features:
         raise DataError("no feature columns: give --features or --transactions/--as-of")
-    return CampaignData(frame.reset_index(drop=True), features, arm, y, revenue, propensity)
+    frame = frame.reset_index(drop=True)
+    return CampaignData(frame, features, arm, y, revenue, propensity,
+                        *personalisation(frame, features, arm, config.catalog))
 
 
 def stratified_split(arm: np.ndarray, y: np.ndarray, test_size: float, seed: int,

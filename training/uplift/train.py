@@ -145,7 +145,7 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
     data = load_campaign(config)
     train_rows, test_rows = stratified_split(data.arm, data.y, config.test_size, config.seed)
     encoder = FeatureEncoder(data.features).fit(data.frame.iloc[train_rows])
-    X = encoder.transform(data.frame)
+    X = data.boosters_input(encoder.transform(data.frame))
     learners = allowed_learners(data.arm[train_rows], len(config.catalog.arms), data.revenue is not None)
     revenue = data.revenue
     tuning = TuningData(X[train_rows], data.arm[train_rows], data.y[train_rows], data.propensity[train_rows],
@@ -195,7 +195,8 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
 
         metadata = {"run_id": run.info.run_id, "arms": config.catalog.arms, "learner": learner,
                     "params": params, "outcome": config.outcome, "revenue_col": config.revenue_col,
-                    "treatment_col": config.treatment_col, "id_col": config.id_col}
+                    "treatment_col": config.treatment_col, "id_col": config.id_col,
+                    **({"personalisation": data.personalisation} if data.personalisation else {})}
         evaluated = fit_runtime(X[train_rows], data.arm[train_rows], data.y[train_rows], encoder, config.catalog,
                                 learner, params, config.seed,
                                 None if data.revenue is None else data.revenue[train_rows], metadata,
@@ -240,7 +241,7 @@ def _refit(data: CampaignData, learner: str, params: dict, config: UpliftConfig,
     Measured on the simulator (train 20,000, seed 7; regularised SoloModel; a fresh 10,000 valued with the
     truth; benchmarks/uplift_learners.py): 65.3 % of the oracle's net value fitted on 70 %, 69.8 % on all."""
     encoder = FeatureEncoder(data.features).fit(data.frame)
-    return fit_runtime(encoder.transform(data.frame), data.arm, data.y, encoder, config.catalog, learner, params,
+    return fit_runtime(data.boosters_input(encoder.transform(data.frame)), data.arm, data.y, encoder, config.catalog, learner, params,
                        config.seed, data.revenue, {**metadata, "fitted_on": "all rows"}, propensity=data.propensity)
 
 
