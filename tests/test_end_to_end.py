@@ -125,7 +125,8 @@ def test_the_server_answers_with_the_trained_models_and_equals_the_batch_command
         for s, r in zip(online_scores, online_recs):  # every field the online answer shares with the batch file
             batch_score, batch_rec = scores.loc[s["customer_id"]], recs.loc[r["customer_id"]]
             shared = [c for c in batch_score.index if c in s]
-            assert shared == ["churn_probability", "risk_tier", "lifecycle_stage", "value_tier"]
+            assert shared == ["churn_probability", "risk_tier", "lifecycle_stage", "value_tier", "expected_spend",
+                              "value_if_retained", "value_at_risk", "clv_12m"]
             assert s["churn_probability"] == pytest.approx(batch_score["churn_probability"], rel=1e-12)
             assert [s[c] for c in shared[1:]] == batch_score[shared[1:]].tolist()
             assert r["incentive"] == batch_rec["incentive"]
