@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from serving.batch.recommend import recommend, recommendation_frame
-from serving.runtime.catalog import Catalog, Incentive
+from serving.runtime.decision.catalog import Catalog, Incentive
 from serving.runtime.encoding import FeatureEncoder
 from training.uplift.learners import fit_runtime
 

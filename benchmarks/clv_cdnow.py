@@ -30,7 +30,7 @@ import pandas as pd
 
 from features.build import build_features
 from features.loaders import read_cdnow
-from serving.runtime.btyd import Rfm, expected_spend
+from serving.runtime.value.btyd import Rfm, expected_spend
 from training.value.btyd import fit_bgnbd, fit_gamma_gamma
 from training.value.model import value_scores
 

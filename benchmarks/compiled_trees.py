@@ -35,7 +35,7 @@ from features.contracts import normalize_profiles, normalize_transactions
 from features.simulate import simulate
 from serving.batch.recommend import recommend
 from serving.runtime import compiled
-from serving.runtime.catalog import Catalog
+from serving.runtime.decision.catalog import Catalog
 from serving.runtime.encoding import FeatureEncoder
 from serving.runtime.uplift import UpliftRuntime
 from training.uplift.learners import fit_runtime

@@ -26,7 +26,7 @@ import pandas as pd
 from features.build import build_features
 from features.contracts import normalize_profiles, normalize_transactions
 from features.simulate import simulate
-from features.simulate_campaign import OTHER_SUFFIX
+from features.simulate.campaign import OTHER_SUFFIX
 from serving.runtime.decision import CONTROL, decide
 from serving.runtime.uplift import load_uplift_runtime
 

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from features.simulate import HISTORY_END, simulate, write_simulation  # noqa: E402
-from serving.runtime.catalog import load_catalog  # noqa: E402
+from serving.runtime.decision.catalog import load_catalog  # noqa: E402
 from serving.runtime.decision import CONTROL, decide  # noqa: E402
 from serving.runtime.encoding import FeatureEncoder  # noqa: E402
 from training.uplift.data import UpliftConfig, load_campaign, stratified_split  # noqa: E402

@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 
 from features.segment import SegmentConfig
-from serving.runtime.catalog import Catalog
+from serving.runtime.decision.catalog import Catalog
 from serving.runtime.churn import ChurnRuntime
 from serving.runtime.encoding import FeatureEncoder
-from serving.runtime.btyd import BgNbd, GammaGamma
+from serving.runtime.value.btyd import BgNbd, GammaGamma
 from serving.runtime.uplift import UpliftRuntime
 from serving.runtime.value import ValueModel, design, value_columns
 

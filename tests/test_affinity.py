@@ -1,6 +1,5 @@
 """Category affinity features (hand-computed values, the cutoff, the cap) and the simulator's category truth."""
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -9,7 +8,7 @@ from features.build import build_features
 from features.contracts import normalize_transactions
 from features.errors import DataError
 from features.simulate import simulate
-from features.simulate_campaign import ARMS, OTHER_SUFFIX, RANDOM_FEATURED_SHARE, respond
+from features.simulate.campaign import ARMS, OTHER_SUFFIX, RANDOM_FEATURED_SHARE, respond
 
 AS_OF = "2025-06-30"
 

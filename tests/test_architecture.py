@@ -10,7 +10,7 @@ MODULES = {
     "features": ["features", "features.io", "features.contracts", "features.build", "features.segment",
                  "features.loaders", "features.simulate"],
     "serving": ["serving.runtime.encoding", "serving.runtime.churn", "serving.runtime.uplift", "serving.runtime.decision",
-                "serving.runtime.catalog", "serving.batch.score", "serving.batch.recommend", "serving.api.online",
+                "serving.runtime.decision.catalog", "serving.batch.score", "serving.batch.recommend", "serving.api.online",
                 "serving.api.schemas", "serving.api.model_store", "serving.service", "serving.runtime.registry",
                 "serving.batch.plan", "serving.monitoring.drift", "serving.monitoring.report",
                 "serving.api.metrics", "serving.runtime.boosters", "serving.runtime.compiled"],

@@ -9,7 +9,7 @@ import pytest
 
 from features.build import build_features
 from features.errors import DataError
-from serving.runtime.btyd import BgNbd, GammaGamma, Rfm, expected_spend
+from serving.runtime.value.btyd import BgNbd, GammaGamma, Rfm, expected_spend
 from training.value.btyd import fit_bgnbd, fit_gamma_gamma
 
 TRUE_BG = BgNbd(r=0.3, alpha=30.0, a=0.8, b=2.5)

@@ -9,9 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from features.simulate import simulate, write_simulation
-from features.simulate_campaign import respond
+from features.simulate.campaign import respond
 from serving.batch.plan import DEFAULT_SALT, PlanDesign, holdout_draws, plan_campaign
-from serving.runtime.catalog import Catalog, Incentive
+from serving.runtime.decision.catalog import Catalog, Incentive
 from training.campaign import evaluate_campaign, join
 from winback.cli import app
 

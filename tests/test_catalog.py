@@ -3,7 +3,7 @@
 import pytest
 
 from features.errors import DataError
-from serving.runtime.catalog import Catalog, Incentive, dump_catalog, load_catalog
+from serving.runtime.decision.catalog import Catalog, Incentive, dump_catalog, load_catalog
 
 YAML = """\
 control: "No E-Mail"

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from serving.runtime import compiled
 from serving.runtime.boosters import SMALL_BATCH_ROWS, BoosterCaller
-from serving.runtime.catalog import Catalog, Incentive
+from serving.runtime.decision.catalog import Catalog, Incentive
 from serving.runtime.decision import CONTROL
 from serving.runtime.encoding import FeatureEncoder
 from serving.runtime.uplift import UpliftRuntime

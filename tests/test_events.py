@@ -14,9 +14,9 @@ from features.events import (build_event_features, event_feature_names, event_ty
                              parse_event_types, top_event_types, type_name)
 from features.segment import segment
 from features.simulate import simulate, write_simulation
-from features.simulate_events import simulate_events
-from features.simulate_population import draw_population
-from features.simulate_purchases import cumulative_intensity, seasonality
+from features.simulate.events import simulate_events
+from features.simulate.population import draw_population
+from features.simulate.purchases import cumulative_intensity, seasonality
 from winback.cli import app
 
 AS_OF = "2025-03-31"

@@ -15,7 +15,7 @@ from features.simulate import simulate, write_simulation
 from serving.api import online
 from serving.api.schemas import Customer
 from serving.batch.recommend import recommend
-from serving.runtime.catalog import Catalog
+from serving.runtime.decision.catalog import Catalog
 from serving.runtime.uplift import UpliftRuntime
 from training.uplift.data import UpliftConfig, load_campaign
 from training.uplift.learners import fit_runtime
@@ -124,7 +124,7 @@ def test_training_refuses_a_catalogue_category_the_data_lacks(trained):
 
 
 def test_a_campaign_plan_carries_the_featured_category_to_the_simulators_answer(trained, tmp_path):
-    from features.simulate_campaign import respond
+    from features.simulate.campaign import respond
     from serving.batch.plan import DEFAULT_SALT, PlanDesign, plan_campaign
 
     runtime, _, root, _ = trained

@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from serving.batch.recommend import recommend
-from serving.runtime.catalog import Catalog, Incentive, dump_catalog
+from serving.runtime.decision.catalog import Catalog, Incentive, dump_catalog
 from serving.runtime.decision import CONTROL
 from serving.runtime.encoding import FeatureEncoder
 from serving.runtime.uplift import UpliftRuntime

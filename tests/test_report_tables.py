@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from features.errors import DataError
-from serving.runtime.catalog import Catalog, Incentive
+from serving.runtime.decision.catalog import Catalog, Incentive
 from serving.strategy import inputs
 from serving.strategy.curve import budget_curve, candidates
 from serving.strategy.report import build_report

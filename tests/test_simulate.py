@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from features.errors import DataError
 from features.simulate import CAMPAIGN_DATE, EVENTS_FILE, HISTORY_END, HISTORY_START, FILES, simulate, write_simulation
-from features.simulate_campaign import ARMS, Effects, net_value, run_campaign, true_outcomes
-from features.simulate_purchases import expected_purchases, no_purchase_probability, seasonality
+from features.simulate.campaign import ARMS, Effects, net_value, run_campaign, true_outcomes
+from features.simulate.purchases import expected_purchases, no_purchase_probability, seasonality
 from winback.cli_simulate import register
 
 N = 20_000

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from sklift.models import ClassTransformation, SoloModel, TwoModels
 
-from serving.runtime.catalog import Catalog, Incentive
+from serving.runtime.decision.catalog import Catalog, Incentive
 from serving.runtime.decision import CONTROL
 from serving.runtime.encoding import FeatureEncoder
 from serving.runtime.uplift import UpliftRuntime
@@ -121,7 +121,7 @@ def test_class_transformation_invents_no_uplift_on_an_unbalanced_split():
     to all); decoded with the treated share, the uplift is about zero and (almost) nobody gets a send."""
     import pandas as pd
 
-    from serving.runtime.catalog import Catalog
+    from serving.runtime.decision.catalog import Catalog
     from serving.runtime.encoding import FeatureEncoder
     from training.uplift.learners import fit_runtime
 

@@ -69,7 +69,7 @@ def test_validation_figures_are_recomputed_from_the_logged_model_on_the_held_out
     logged model fitted without them (`--no-refit`: the validation figures are of that fit)."""
     from sklift.metrics import qini_auc_score, uplift_at_k
 
-    from serving.runtime.catalog import load_catalog
+    from serving.runtime.decision.catalog import load_catalog
     from training.uplift.data import UpliftConfig, load_campaign, stratified_split
 
     directory, sim, refitted = trained
@@ -245,7 +245,7 @@ def test_outcome_columns_of_a_campaign_log_are_not_taken_as_features():
 def test_campaign_ids_that_do_not_match_the_transactions_are_an_error_naming_them(tmp_path):
     from features.errors import DataError
     from features.simulate import simulate, write_simulation
-    from serving.runtime.catalog import load_catalog
+    from serving.runtime.decision.catalog import load_catalog
     from training.uplift.data import UpliftConfig, load_campaign
 
     write_simulation(simulate(customers=300, seed=1), tmp_path)
@@ -265,7 +265,7 @@ def test_campaign_ids_that_do_not_match_the_transactions_are_an_error_naming_the
 def test_as_of_on_or_after_the_campaign_date_is_an_error(tmp_path):
     from features.errors import DataError, DataWarning
     from features.simulate import simulate, write_simulation
-    from serving.runtime.catalog import load_catalog
+    from serving.runtime.decision.catalog import load_catalog
     from training.uplift.data import UpliftConfig, load_campaign
 
     write_simulation(simulate(customers=300, seed=1), tmp_path)

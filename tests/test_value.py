@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from features.simulate import simulate
-from serving.runtime.btyd import BgNbd, GammaGamma, Rfm, expected_spend
+from serving.runtime.value.btyd import BgNbd, GammaGamma, Rfm, expected_spend
 from serving.runtime.churn import ChurnRuntime
 from serving.runtime.value import (INVARIANT_COLUMNS, ValueModel, btyd_conditional_spend, design, value_columns)
 from training.churn.data import prepare_transactions

@@ -33,7 +33,7 @@ from features.errors import DataError
 from features.io import write_table, write_text_atomic
 from serving.batch.plan import GROUPS, PROPENSITY_PREFIX
 from serving.batch.recommend import ID_COLUMN
-from serving.runtime.catalog import Catalog
+from serving.runtime.decision.catalog import Catalog
 
 Z95 = 1.959963984540054
 DECILES = 10

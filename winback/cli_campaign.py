@@ -34,7 +34,7 @@ def plan_command(
     from features.errors import DataError
     from features.io import read_table, table_format, write_table
     from serving.batch.plan import DEFAULT_SALT, PlanDesign, plan_campaign, plan_summary
-    from serving.runtime.catalog import load_catalog
+    from serving.runtime.decision.catalog import load_catalog
 
     if max_sends is not None and budget is not None:
         raise DataError("--max-sends and --budget: give one of them")
@@ -70,7 +70,7 @@ def evaluate_command(
 ) -> None:
     """Measure what a campaign returned against its holdout (95 % intervals); log it to MLflow."""
     from features.io import read_table, table_format
-    from serving.runtime.catalog import load_catalog
+    from serving.runtime.decision.catalog import load_catalog
     from training.campaign import evaluate_campaign, join, log_campaign, training_table, write_outputs
     from training.tracking import TrackingSettings
 
@@ -123,7 +123,7 @@ def respond_command(
     """Answer a campaign plan with the simulator's true per-arm probabilities and revenue."""
     from features.errors import DataError
     from features.io import read_table, table_format, write_table
-    from features.simulate_campaign import respond
+    from features.simulate.campaign import respond
 
     table_format(output)
     check_output(output, "--output", mkdir)

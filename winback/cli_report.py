@@ -12,7 +12,7 @@ from winback.cli_common import MKDIR_HELP, check_output, console, flag, handle_e
 def _catalog(path: Path | None, recommendations: Path):
     """The catalogue and where it came from: --catalog, else the one the recommendations file records."""
     from features.io import read_provenance
-    from serving.runtime.catalog import Catalog, load_catalog
+    from serving.runtime.decision.catalog import Catalog, load_catalog
 
     if path is not None:
         return load_catalog(path), f"--catalog {path}"

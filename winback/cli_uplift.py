@@ -52,7 +52,7 @@ def train_uplift_command(
     mkdir: bool = flag("--mkdir", MKDIR_HELP),
 ) -> None:
     """Tune multi-arm uplift models with Optuna, evaluate policies offline, log and register in MLflow."""
-    from serving.runtime.catalog import load_catalog
+    from serving.runtime.decision.catalog import load_catalog
     from training.tracking import TrackingSettings
     from training.uplift.train import train_uplift
     from training.uplift.data import UpliftConfig
@@ -136,7 +136,7 @@ def recommend_command(
     """Choose an incentive (or none) per customer; optional send/budget cap over the whole batch."""
     from features.io import table_format
     from serving.batch.recommend import recommend
-    from serving.runtime.catalog import load_catalog
+    from serving.runtime.decision.catalog import load_catalog
     from serving.runtime.uplift import load_uplift_runtime
 
     if max_sends is not None and max_sends < 0:

@@ -156,7 +156,7 @@ class RecommendColumns:
     expected_net_value: np.ndarray
     uplift: np.ndarray  # (n, k), columns in `arms` order
     churn_probability: np.ndarray
-    featured_category: np.ndarray | None = None  # with a personalised arm (see serving.runtime.personal)
+    featured_category: np.ndarray | None = None  # with a personalised arm (see serving.runtime.decision.personal)
     category_affinity: np.ndarray | None = None
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 from features.contracts import unique_ids
 from features.errors import DataError
 from serving.batch.recommend import ID_COLUMN
-from serving.runtime.catalog import Catalog
+from serving.runtime.decision.catalog import Catalog
 from serving.runtime.decision import CONTROL, decide_with_cap
 
 DEFAULT_SALT = "winback-global-holdout-v1"

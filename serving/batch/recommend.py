@@ -17,9 +17,9 @@ import pandas as pd
 
 from features.errors import DataError
 from features.io import AtomicTableWriter, table_format
-from serving.runtime.catalog import Catalog
+from serving.runtime.decision.catalog import Catalog
 from serving.runtime.decision import CONTROL, chosen_values, decide_with_cap
-from serving.runtime.personal import AFFINITY_COLUMN, FEATURED_COLUMN
+from serving.runtime.decision.personal import AFFINITY_COLUMN, FEATURED_COLUMN
 from serving.runtime.uplift import UpliftPrediction, UpliftRuntime
 
 ID_COLUMN = "customer_id"

@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 
 from serving.runtime import churn as churn_runtime
-from serving.runtime import personal
+from serving.runtime.decision import personal
 from serving.runtime.boosters import BoosterCaller
-from serving.runtime.catalog import Catalog
+from serving.runtime.decision.catalog import Catalog
 from serving.runtime.decision import CONTROL, chosen_values, decide, net_values
 from serving.runtime.encoding import FeatureEncoder
 from serving.runtime.reference import load_reference, save_reference

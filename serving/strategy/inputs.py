@@ -14,7 +14,7 @@ from features.contracts import unique_ids
 from features.errors import DataError
 from features.io import read_provenance, read_table, table_format
 from serving.batch.plan import arms_of
-from serving.runtime.catalog import Catalog
+from serving.runtime.decision.catalog import Catalog
 
 ID = "customer_id"
 SCORE_COLUMNS = (ID, "churn_probability", "lifecycle_stage", "value_tier", "value_at_risk")

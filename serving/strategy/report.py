@@ -6,7 +6,7 @@ import math
 
 import pandas as pd
 
-from serving.runtime.catalog import Catalog
+from serving.runtime.decision.catalog import Catalog
 from serving.strategy import curve as budget
 from serving.strategy import inputs, tables
 

@@ -12,9 +12,9 @@ from sklearn.model_selection import train_test_split
 
 from features.errors import DataError, DataWarning
 from features.io import read_table
-from serving.runtime.catalog import Catalog
+from serving.runtime.decision.catalog import Catalog
 from serving.runtime.decision import CONTROL
-from serving.runtime.personal import FEATURED_COLUMN
+from serving.runtime.decision.personal import FEATURED_COLUMN
 from training.uplift.personal import personalisation
 
 PROPENSITY_COLUMN = "propensity"

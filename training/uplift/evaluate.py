@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 from sklift import metrics as sklift_metrics
 
-from serving.runtime.catalog import Catalog
+from serving.runtime.decision.catalog import Catalog
 from serving.runtime.decision import CONTROL
 from serving.runtime.uplift import UpliftPrediction
 from training.policy import deterministic_policy, dr_terms, dr_value, ipw_value

@@ -17,7 +17,7 @@ import lightgbm as lgb
 import numpy as np
 from sklift.models import ClassTransformation, SoloModel, TwoModels
 
-from serving.runtime.catalog import Catalog
+from serving.runtime.decision.catalog import Catalog
 from serving.runtime.encoding import FeatureEncoder
 from serving.runtime.uplift import UpliftRuntime
 

@@ -1,7 +1,7 @@
 """Personalised arms in the training data: the categories the model knows and the `matched` column.
 
 A campaign log of a personalised incentive says which category each send featured (`featured_category`).
-Rows where it was another category than the one the serving rule (`serving.runtime.personal`) picks for the
+Rows where it was another category than the one the serving rule (`serving.runtime.decision.personal`) picks for the
 customer teach the model what a mismatch costs; the `matched` column tells them apart, and the runtime
 predicts with matched = 1, the category it will feature.
 """
@@ -15,8 +15,8 @@ import pandas as pd
 
 from features.affinity import category_map
 from features.errors import DataWarning
-from serving.runtime.catalog import Catalog
-from serving.runtime.personal import (FEATURED_COLUMN, allowed_columns, check_categories, featured_categories,
+from serving.runtime.decision.catalog import Catalog
+from serving.runtime.decision.personal import (FEATURED_COLUMN, allowed_columns, check_categories, featured_categories,
                                       matched_indicator)
 
 

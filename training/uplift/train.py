@@ -19,7 +19,7 @@ from features.errors import DataError
 from features.io import write_text_atomic
 from serving.batch.recommend import recommendation_frame
 from serving.monitoring.drift import build_reference
-from serving.runtime.catalog import dump_catalog
+from serving.runtime.decision.catalog import dump_catalog
 from serving.runtime.encoding import FeatureEncoder
 from serving.runtime.uplift import UpliftRuntime, load_uplift_runtime
 from training.monitoring import model_outputs

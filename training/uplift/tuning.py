@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import optuna
 
-from serving.runtime.catalog import Catalog
+from serving.runtime.decision.catalog import Catalog
 from serving.runtime.encoding import FeatureEncoder
 from training.uplift.evaluate import arm_rows, decision_terms, qini_auc
 from training.studies import open_storage

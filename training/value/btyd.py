@@ -1,4 +1,4 @@
-"""Maximum-likelihood fits of the BG/NBD and Gamma-Gamma models (predictions: `serving.runtime.btyd`).
+"""Maximum-likelihood fits of the BG/NBD and Gamma-Gamma models (predictions: `serving.runtime.value.btyd`).
 
 The parameters are fitted on their logarithms (all four / three are positive) with L-BFGS-B from a few
 starting points; the best converged optimum is kept. Customers with no repeat purchase carry information on
@@ -11,7 +11,7 @@ import numpy as np
 from scipy import optimize, special
 
 from features.errors import DataError
-from serving.runtime.btyd import BgNbd, GammaGamma, Rfm
+from serving.runtime.value.btyd import BgNbd, GammaGamma, Rfm
 
 _BGNBD_STARTS = ((0.5, 10.0, 1.0, 2.0), (0.2, 50.0, 0.5, 1.5), (1.0, 5.0, 2.0, 5.0))
 _GG_STARTS = ((1.0, 2.0, 10.0), (5.0, 4.0, 20.0), (2.0, 10.0, 100.0))

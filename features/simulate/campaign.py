@@ -15,7 +15,7 @@ import pandas as pd
 
 from features.contracts import unique_ids
 from features.errors import DataError
-from features.simulate_population import CHANNELS, Population, sigmoid
+from features.simulate.population import CHANNELS, Population, sigmoid
 
 CATALOG = {
     "control": "no_contact",

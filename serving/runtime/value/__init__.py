@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from serving.runtime.boosters import BoosterCaller
-from serving.runtime.btyd import BgNbd, GammaGamma, Rfm
+from serving.runtime.value.btyd import BgNbd, GammaGamma, Rfm
 
 RFM_COLUMNS = ("frequency", "recency_days", "tenure_days", "monetary_total")
 # columns a tree may read: none of them grows with the customer's age once tenure exceeds their window

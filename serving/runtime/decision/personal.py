@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from features.errors import DataError
-from serving.runtime.catalog import Catalog
+from serving.runtime.decision.catalog import Catalog
 
 FEATURED_COLUMN = "featured_category"
 AFFINITY_COLUMN = "category_affinity"

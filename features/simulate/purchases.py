@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.simulate_population import (
+from features.simulate.population import (
     CATEGORIES,
     CATEGORY_PRICE,
     CATEGORY_SHARES,

@@ -1,8 +1,8 @@
 """A synthetic customer data platform: two years of purchases, a randomised campaign, the truth.
 
-`simulate` draws customers with hidden Pareto/NBD-like buying (see `simulate_population`),
-their seasonal purchases (`simulate_purchases`) and a win-back campaign with heterogeneous
-incentive effects (`simulate_campaign`). Everything is vectorised numpy and fixed by the seed.
+`simulate` draws customers with hidden Pareto/NBD-like buying (see `features.simulate.population`),
+their seasonal purchases (`features.simulate.purchases`) and a win-back campaign with heterogeneous
+incentive effects (`features.simulate.campaign`). Everything is vectorised numpy and fixed by the seed.
 The truth table holds the exact probabilities the observed outcomes were drawn from.
 """
 
@@ -18,14 +18,14 @@ import pandas as pd
 import pyarrow as pa
 import yaml
 
-from features import simulate_events as engagement
-from features import simulate_purchases as purchases
+from features.simulate import events as engagement
+from features.simulate import purchases as purchases
 from features.errors import DataError
 from features.io import write_table
-from features import simulate_campaign as campaign
+from features.simulate import campaign as campaign
 from features.build import build_features
-from features.simulate_campaign import arm_effects, run_campaign, true_outcomes
-from features.simulate_population import (
+from features.simulate.campaign import arm_effects, run_campaign, true_outcomes
+from features.simulate.population import (
     CATEGORIES,
     CHANNELS,
     REGIONS,
@@ -70,8 +70,8 @@ def simulate(customers: int = 5000, seed: int = 0, future_days: int = 0, shift: 
              events: bool = False, personalised: bool = False) -> Simulation:
     """Simulate `customers` customers; `future_days` > 0 adds their natural purchases after the history;
     `shift` > 0 changes the population (see `draw_population`) to demonstrate drift; `events` adds their
-    engagement events (see `simulate_events`, drawn from a random stream of their own); `personalised` adds
-    the category coupon to the catalogue and the campaign (`simulate_campaign.PERSONALISED_INCENTIVE`).
+    engagement events (see `features.simulate.events`, drawn from a random stream of their own); `personalised` adds
+    the category coupon to the catalogue and the campaign (`campaign.PERSONALISED_INCENTIVE`).
 
     The campaign and truth do not depend on `future_days`: the same seed gives the same frames; without
     `personalised` they are those of the simulator before the coupon existed.

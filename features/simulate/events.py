@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from features.simulate_population import Population
+from features.simulate.population import Population
 
 VISITS_PER_PURCHASE = 3.0
 APP_SESSIONS_PER_PURCHASE = (0.3, 0.6, 5.0)  # by preferred channel: web, store, app
