@@ -6,23 +6,35 @@ with few purchases says little about their taste, so the share is shrunk toward 
 among customers of the same lifecycle stage (`features.segment`), with weight k / (k + purchase rows),
 k = PRIOR_PURCHASES. One purchase of toys is then not "100 % toys".
 
-Catalogues can hold thousands of categories; only the MAX_CATEGORIES with the most spend up to `as_of` get
-a column (in alphabetical order; the rest still count in every share's denominator), and
-`top_affinity_category` names the customer's highest one. Everything is two bincounts over (customer × category) codes.
+Catalogues can hold thousands of categories; only MAX_CATEGORIES get a column: those with the most spend up
+to `as_of` (in alphabetical order; the rest still count in every share's denominator), or a model's own
+categories when features are built for a model, and `top_affinity_category` names the customer's highest.
+
+The kept categories and the per-stage priors are the only inputs that depend on other customers. They form
+an `AffinityReference`, computed once over the whole input (`affinity_reference`, or the per-bucket
+`prior_sums` reduced by `reference_from_sums` on Spark) and passed to every chunk's `build_features`, so
+chunked scoring and the Spark engine give every customer the values of a single pass. Everything is
+bincounts over (customer × category) codes.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from features.errors import DataError
 
 HALF_LIFE_DAYS = 180.0
 PRIOR_PURCHASES = 3.0
 MAX_CATEGORIES = 20
 PREFIX = "affinity_"
 TOP_COLUMN = "top_affinity_category"
+STAGE = "lifecycle_stage"
+CUSTOMERS = "customers"  # prior_sums: customers with some spend
+SUM_PREFIX = "share_sum_"  # prior_sums: sum of their shares of the j-th kept category
 
 DESCRIPTIONS = {
     f"{PREFIX}<category>": f"Recency-weighted spend share of the category (half-life {HALF_LIFE_DAYS:g} days), "
@@ -30,8 +42,6 @@ DESCRIPTIONS = {
     f"({PRIOR_PURCHASES:g} + purchase rows); only the {MAX_CATEGORIES} categories with the most spend.",
     TOP_COLUMN: "The category with the highest affinity (ties: the alphabetically first).",
 }
-
-
 def column_names(categories) -> dict[str, str]:
     """Category → its affinity column: lower case, anything but letters and digits as `_`; a name that
     would repeat another gets `_2`, `_3`, … in the order given (alphabetical)."""
@@ -60,46 +70,150 @@ def category_map(frame: pd.DataFrame) -> dict[str, str]:
     return {by_column.get(c, c[len(PREFIX):]): c for c in columns}
 
 
-def affinity(codes: np.ndarray, age: np.ndarray, amount: np.ndarray, labels: pd.Series, n: int,
-             stage: np.ndarray, max_categories: int = MAX_CATEGORIES) -> dict[str, object]:
-    """`affinity_<category>` columns and `top_affinity_category` for n customers.
+def categories_of(feature_names, levels=()) -> list[str]:
+    """The categories of the affinity columns among a model's `feature_names`, in their order: each column's
+    category among `levels` (the model's `top_affinity_category` levels), else its column suffix."""
+    columns = [str(c) for c in feature_names if str(c).startswith(PREFIX)]
+    named = {column: name for name, column in column_names(levels).items() if column in columns}
+    return [named.get(c, c[len(PREFIX):]) for c in columns]
 
-    `codes`, `age` (days before as_of) and `amount` describe the kept purchase rows; `labels` their
-    categories; `stage` a lifecycle stage label per customer (the prior's groups).
-    """
+
+@dataclass(frozen=True)
+class AffinityReference:
+    """What every customer's affinity is measured against: the categories that get a column (in column
+    order) and the prior, the mean shares of those categories among a lifecycle stage's customers with some
+    spend (`stage_means`; `overall`, among all of them, for a stage without any)."""
+
+    categories: tuple[str, ...]
+    stage_means: dict[str, tuple[float, ...]]
+    overall: tuple[float, ...]
+
+    def prior(self, stage: np.ndarray) -> np.ndarray:
+        """(n, categories) prior mean shares of customers in the given stages."""
+        k = len(self.categories)
+        table = np.asarray([*self.stage_means.values(), self.overall], dtype=float).reshape(len(self.stage_means) + 1, k)
+        code = pd.Index(list(self.stage_means), dtype=object).get_indexer(np.asarray(stage, dtype=object))
+        return table[np.where(code >= 0, code, len(self.stage_means))]
+
+    def to_dict(self) -> dict:
+        return {"categories": list(self.categories), "stage_means": {s: list(m) for s, m in self.stage_means.items()},
+                "overall": list(self.overall)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "AffinityReference":
+        try:
+            categories = tuple(str(c) for c in data["categories"])
+            means = {str(s): tuple(float(v) for v in m) for s, m in data["stage_means"].items()}
+            overall = tuple(float(v) for v in data["overall"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DataError(f"affinity reference: expected categories, stage_means and overall ({exc})") from None
+        if any(len(m) != len(categories) for m in (*means.values(), overall)):
+            raise DataError(f"affinity reference: every mean needs {len(categories)} values, one per category")
+        return cls(categories, means, overall)
+
+
+def spend_by_category(labels: pd.Series, amount: np.ndarray) -> pd.Series:
+    """Total spend (refunds as zero) per category of the given purchase rows, categories sorted by name."""
     label_code, names = pd.factorize(labels.to_numpy(), sort=True)
     known = label_code >= 0
-    spend = np.maximum(np.nan_to_num(amount), 0.0)
-    total_by_category = np.bincount(label_code[known], weights=spend[known], minlength=len(names))
-    keep = np.sort(np.lexsort((np.arange(len(names)), -total_by_category))[:max_categories])  # then by name
-    bucket = np.full(len(names) + 1, len(keep), dtype=np.int64)  # the others share one bucket
-    bucket[keep] = np.arange(len(keep))
-    width = len(keep) + 1
-    category = bucket[np.where(known, label_code, len(names))]
-    weight = spend * np.exp2(-age / HALF_LIFE_DAYS)
-    flat = codes * width + category
-    weighted = np.bincount(flat, weights=weight, minlength=n * width).reshape(n, width)
+    spend = np.maximum(np.nan_to_num(amount[known]), 0.0)
+    return pd.Series(np.bincount(label_code[known], weights=spend, minlength=len(names)),
+                     index=pd.Index(names, dtype="str", name="category"), name="spend")
+
+
+def top_categories(spend: pd.Series, max_categories: int = MAX_CATEGORIES) -> list[str]:
+    """The `max_categories` categories with the most spend (ties: by name), in alphabetical order. Totals are
+    rounded to 1e-6 first, so that sums added up in another order (Spark buckets) rank the same."""
+    spend = spend.groupby(level=0).sum().sort_index()  # partial totals of several buckets, added up
+    names = spend.index.astype(str).to_numpy()
+    rank = np.lexsort((np.arange(len(names)), -np.round(spend.to_numpy(dtype=float), 6)))
+    return [str(name) for name in names[np.sort(rank[:max_categories])]]
+
+
+def _shares(codes: np.ndarray, age: np.ndarray, amount: np.ndarray, labels: pd.Series, n: int,
+            categories) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n, categories) recency-weighted spend shares, purchase rows with a category, and who has any spend."""
+    known = labels.notna().to_numpy()
+    k = len(categories)
+    position = pd.Index(list(categories), dtype=object).get_indexer(labels.to_numpy(dtype=object))
+    category = np.where(position >= 0, position, k)  # the others (and missing labels) share one bucket
+    weight = np.maximum(np.nan_to_num(amount), 0.0) * np.exp2(-age / HALF_LIFE_DAYS)
+    weighted = np.bincount(codes * (k + 1) + category, weights=weight, minlength=n * (k + 1)).reshape(n, k + 1)
     rows = np.bincount(codes[known], minlength=n).astype(float)
     total = weighted.sum(axis=1, keepdims=True)
     share = np.divide(weighted, total, out=np.zeros_like(weighted), where=total > 0)[:, :-1]
-    prior = _group_means(share, total[:, 0] > 0, stage)
-    strength = (PRIOR_PURCHASES / (PRIOR_PURCHASES + rows))[:, None]
-    values = (1 - strength) * share + strength * prior
-    kept_names = [str(names[i]) for i in keep]
-    out: dict[str, object] = {col: values[:, j] for j, col in enumerate(column_names(kept_names).values())}
-    top = np.argmax(values, axis=1) if len(keep) else np.full(n, -1)  # ties: the alphabetically first
-    out[TOP_COLUMN] = pd.Categorical.from_codes(np.where(rows > 0, top, -1),
-                                                categories=pd.Index(kept_names, dtype="str"))
-    return out
+    return share, rows, total[:, 0] > 0
 
 
-def _group_means(share: np.ndarray, has_spend: np.ndarray, group: np.ndarray) -> np.ndarray:
-    """Per row, the mean share among rows of its group with some spend (the population's when none)."""
-    codes, uniques = pd.factorize(group)
-    counts = np.bincount(codes[has_spend], minlength=len(uniques)).astype(float)
-    overall = share[has_spend].mean(axis=0) if has_spend.any() else np.zeros(share.shape[1])
-    means = np.tile(overall, (len(uniques), 1))
+def _sums(share: np.ndarray, has_spend: np.ndarray, stage: np.ndarray) -> pd.DataFrame:
+    """Per stage: customers with some spend and the sum of their shares per category (`prior_sums`' table)."""
+    codes, stages = pd.factorize(np.asarray(stage, dtype=object)[has_spend], sort=True)
+    out = {STAGE: pd.Series(stages, dtype=object),
+           CUSTOMERS: np.bincount(codes, minlength=len(stages)).astype(np.int64)}
     for j in range(share.shape[1]):  # one bincount per category column (few columns, vectorised over customers)
-        sums = np.bincount(codes[has_spend], weights=share[has_spend, j], minlength=len(uniques))
-        means[counts > 0, j] = sums[counts > 0] / counts[counts > 0]
-    return means[codes]
+        out[f"{SUM_PREFIX}{j}"] = np.bincount(codes, weights=share[has_spend, j], minlength=len(stages))
+    return pd.DataFrame(out)
+
+
+def reference_from_sums(categories, sums: pd.DataFrame) -> AffinityReference:
+    """The reference of the whole input from `prior_sums` tables of its buckets (concatenated)."""
+    columns = [f"{SUM_PREFIX}{j}" for j in range(len(categories))]
+    by_stage = sums.groupby(STAGE, sort=True)[[CUSTOMERS, *columns]].sum()
+    customers = by_stage[CUSTOMERS].to_numpy(dtype=float)
+    totals = by_stage[columns].to_numpy(dtype=float).reshape(len(by_stage), len(columns))
+    overall = totals.sum(axis=0) / customers.sum() if customers.sum() > 0 else np.zeros(len(columns))
+    means = {str(s): tuple(map(float, row / c)) for s, row, c in zip(by_stage.index, totals, customers) if c > 0}
+    return AffinityReference(tuple(str(c) for c in categories), means, tuple(map(float, overall)))
+
+
+def prior_sums(transactions: pd.DataFrame, as_of, categories) -> pd.DataFrame:
+    """Partial sums of the prior over a bucket of whole customers (`normalize_transactions` contract): per
+    lifecycle stage, the customers with some spend and their summed shares of each category."""
+    from features.build import category_inputs
+
+    codes, age, amount, labels, n, stage = category_inputs(transactions, as_of)
+    share, _, has_spend = _shares(codes, age, amount, labels, n, categories)
+    return _sums(share, has_spend, stage)
+
+
+def category_spend(transactions: pd.DataFrame, as_of) -> pd.Series:
+    """Spend per category on or before `as_of` (`spend_by_category`); partial totals add up across buckets."""
+    seen = (transactions["timestamp"] < pd.Timestamp(as_of).normalize() + pd.Timedelta(days=1)).to_numpy()
+    return spend_by_category(transactions["category"][seen], transactions["amount"].to_numpy(dtype=float)[seen])
+
+
+def affinity_reference(transactions: pd.DataFrame, as_of, categories=None,
+                       max_categories: int = MAX_CATEGORIES) -> AffinityReference:
+    """The reference of all customers in `transactions` (`normalize_transactions` contract), in one pass: the
+    given `categories` in their order (one without spend gets zero shares), else the top `max_categories`."""
+    if "category" not in transactions.columns:
+        raise DataError("transactions: no 'category' column; category affinity needs one")
+    if categories is None:
+        categories = top_categories(category_spend(transactions, as_of), max_categories)
+    categories = list(dict.fromkeys(str(c) for c in categories))
+    return reference_from_sums(categories, prior_sums(transactions, as_of, categories))
+
+
+def affinity(codes: np.ndarray, age: np.ndarray, amount: np.ndarray, labels: pd.Series, n: int,
+             stage: np.ndarray, reference: AffinityReference | None = None,
+             max_categories: int = MAX_CATEGORIES) -> dict[str, object]:
+    """`affinity_<category>` columns and `top_affinity_category` for n customers.
+
+    `codes`, `age` (days before as_of) and `amount` describe the kept purchase rows; `labels` their
+    categories; `stage` a lifecycle stage label per customer (the prior's groups). Without a `reference`, the
+    one of these customers (the top `max_categories`).
+    """
+    if reference is None:
+        categories = top_categories(spend_by_category(labels, amount), max_categories)
+    else:
+        categories = list(reference.categories)
+    share, rows, has_spend = _shares(codes, age, amount, labels, n, categories)
+    if reference is None:
+        reference = reference_from_sums(categories, _sums(share, has_spend, stage))
+    strength = (PRIOR_PURCHASES / (PRIOR_PURCHASES + rows))[:, None]
+    values = (1 - strength) * share + strength * reference.prior(stage)
+    out: dict[str, object] = {col: values[:, j] for j, col in enumerate(column_names(categories).values())}
+    top = np.argmax(values, axis=1) if categories else np.full(n, -1)  # ties: the first (alphabetical)
+    out[TOP_COLUMN] = pd.Categorical.from_codes(np.where(rows > 0, top, -1),
+                                                categories=pd.Index(categories, dtype="str"))
+    return out

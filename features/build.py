@@ -78,6 +78,28 @@ def _customer_codes(ids: pd.Series, keep: np.ndarray) -> tuple[np.ndarray, pd.In
     return new_code[codes], pd.Index(kept_ids.take(order), dtype="str", name=ID)
 
 
+def _purchases(transactions: pd.DataFrame, as_of) -> tuple[np.ndarray, pd.Index, np.ndarray, np.ndarray, np.ndarray]:
+    """(customer code, sorted customer ids, age in days, amount) of the purchase rows on or before `as_of`, and
+    which rows those are."""
+    days = transactions[TIME].to_numpy().astype("datetime64[D]").astype(np.int64)
+    age = as_of_day(as_of) - days
+    keep = age >= 0
+    codes, index = _customer_codes(transactions[ID], keep)
+    return codes, index, age[keep], transactions[AMOUNT].to_numpy(dtype=float)[keep], keep
+
+
+def category_inputs(transactions: pd.DataFrame, as_of) -> tuple:
+    """What `features.affinity` reads of a purchase table: (customer code, age, amount, category) of the rows on
+    or before `as_of`, the number of customers and each one's lifecycle stage (as `build_features` has them)."""
+    codes, index, age, amount, keep = _purchases(transactions, as_of)
+    n = len(index)
+    rhythm = _rhythm(codes, age, n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        overdue = rhythm["recency_days"] / rhythm["gap_mean_days"]
+    stage = assign_stage(rhythm["recency_days"], rhythm["tenure_days"], overdue)
+    return codes, age, amount, transactions["category"][keep], n, stage
+
+
 def _rhythm(codes: np.ndarray, age: np.ndarray, n: int) -> dict[str, np.ndarray]:
     """Recency, tenure, distinct purchase days and gap statistics from one sort of (customer, day)."""
     if len(age) == 0:
@@ -147,23 +169,21 @@ def _top_label(codes: np.ndarray, labels: pd.Series, n: int) -> tuple[np.ndarray
 
 def build_features(transactions: pd.DataFrame, as_of, profiles: pd.DataFrame | None = None,
                    events: pd.DataFrame | None = None, event_types=None,
-                   affinity_categories: int = affinity.MAX_CATEGORIES) -> pd.DataFrame:
+                   affinity_categories: int = affinity.MAX_CATEGORIES,
+                   affinity_reference: affinity.AffinityReference | None = None) -> pd.DataFrame:
     """One row per customer with a purchase on or before `as_of`, indexed and sorted by customer_id.
 
     `transactions` follows the contract of `normalize_transactions`; `profiles` that of
     `normalize_profiles` (its columns are joined as they are). See FEATURE_DESCRIPTIONS; with a category
-    column, also `features.affinity`'s columns for the `affinity_categories` categories with the most spend.
+    column, also `features.affinity`'s columns for the `affinity_categories` categories with the most spend
+    and the stage priors of these customers, or for the categories and priors of `affinity_reference` (one
+    computed over the whole input, so that features built in chunks equal those of one pass).
     With `events` (`features.events.normalize_events`) the engagement features of `event_types` (default:
     the most frequent types) are joined, and customers with an event but no purchase yet (prospects) are
     kept, with purchase counts and amounts 0 and the rest of their purchase features NaN.
     """
-    days = transactions[TIME].to_numpy().astype("datetime64[D]").astype(np.int64)
-    age = as_of_day(as_of) - days
-    keep = age >= 0
-    codes, index = _customer_codes(transactions[ID], keep)
-    age = age[keep]
+    codes, index, age, amount, keep = _purchases(transactions, as_of)
     n = len(index)
-    amount = transactions[AMOUNT].to_numpy(dtype=float)[keep]
 
     columns = _rhythm(codes, age, n)
     columns.update(_windows(codes, age, amount, n))
@@ -177,9 +197,10 @@ def build_features(transactions: pd.DataFrame, as_of, profiles: pd.DataFrame | N
             columns[count_name], columns[top_name] = _top_label(codes, transactions[source][keep], n)
 
     order = [name for name in FEATURE_DESCRIPTIONS if name in columns]
-    if "category" in transactions.columns and affinity_categories > 0:
+    if "category" in transactions.columns and (affinity_reference is not None or affinity_categories > 0):
         stage = assign_stage(columns["recency_days"], columns["tenure_days"], columns["overdue_ratio"])
-        extra = affinity.affinity(codes, age, amount, transactions["category"][keep], n, stage, affinity_categories)
+        extra = affinity.affinity(codes, age, amount, transactions["category"][keep], n, stage,
+                                  affinity_reference, affinity_categories)
         columns.update(extra)
         order += [name for name in extra if name not in order]
     features = pd.DataFrame({name: columns[name] for name in order}, index=index)
