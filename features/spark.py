@@ -2,9 +2,10 @@
 
 - `build_features_spark`: transactions (and profiles) are hashed into buckets by customer id; each bucket
   goes through `normalize_transactions` → `build_features` → `segment` with `applyInPandas` (cogrouped with
-  the profiles' bucket), exactly as `winback features build` runs them on one machine. Value-tier
-  thresholds taken from the file itself need every customer: they are computed once on the driver from
-  the value column, then applied per bucket.
+  the profiles' bucket), exactly as `winback features build` runs them on one machine. What needs every
+  customer is computed first and passed to every bucket: the category affinity's reference
+  (`affinity_reference_spark`: category totals and per-bucket partial prior sums, reduced on the driver)
+  and value-tier thresholds taken from the file itself (once on the driver from the value column).
 - `read_table_spark` reads a Parquet file, a Parquet directory (partitioned datasets) or a CSV;
   `write_parquet_dir` writes a Parquet directory atomically (a temporary directory beside it, renamed).
 
@@ -126,11 +127,11 @@ def conform(frame: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:
 def build_features_spark(spark, transactions: str | os.PathLike, as_of: pd.Timestamp,
                          profiles: str | os.PathLike | None = None, id_col: str = "customer_id",
                          time_col: str = "timestamp", amount_col: str = "amount", allow_refunds: bool = False,
-                         segment_rule=None, file_tier_column: str = "value_tier_in_file"):
+                         segment_rule=None, file_tier_column: str = "value_tier_in_file", categories=None):
     """The Spark DataFrame of `winback features build`: customer_id + features + lifecycle_stage + value tier.
 
     `segment_rule` = (SegmentConfig, thresholds) of a churn model, else the file's own quantiles (column
-    `file_tier_column`)."""
+    `file_tier_column`); `categories` those of a model's affinity columns, else the file's top ones."""
     from pyspark.sql import functions as F
 
     from features.build import build_features
@@ -145,12 +146,17 @@ def build_features_spark(spark, transactions: str | os.PathLike, as_of: pd.Times
         raise DataError(f"--profiles: column {id_col!r} not found")
     buckets = max(1, spark.sparkContext.defaultParallelism * BUCKETS_PER_CORE)
 
+    def normal(tx_part: pd.DataFrame) -> pd.DataFrame:
+        return normalize_transactions(tx_part, id_col=id_col, time_col=time_col, amount_col=amount_col,
+                                      allow_refunds=allow_refunds)
+
+    key = F.pmod(F.hash(F.col(id_col).cast("string")), F.lit(buckets))
+    reference = affinity_reference_spark(tx, key, normal, as_of, categories) if "category" in tx.columns else None
+
     def features_of(tx_part: pd.DataFrame, prof_part: pd.DataFrame | None) -> pd.DataFrame:
-        normal = normalize_transactions(tx_part, id_col=id_col, time_col=time_col, amount_col=amount_col,
-                                        allow_refunds=allow_refunds)
         attributes = normalize_profiles(prof_part, id_col=id_col) if prof_part is not None and len(prof_part) \
             else None
-        return build_features(normal, as_of, attributes)
+        return build_features(normal(tx_part), as_of, attributes, affinity_reference=reference)
 
     # the output's columns and types, from a small sample through the same code
     sample_ids = [r[0] for r in tx.select(id_col).distinct().limit(200).collect()]
@@ -164,7 +170,6 @@ def build_features_spark(spark, transactions: str | os.PathLike, as_of: pd.Times
     if segment_rule is None:
         template = template.rename(columns={"value_tier": file_tier_column})
     schema = spark_schema(template)
-    key = F.pmod(F.hash(F.col(id_col).cast("string")), F.lit(buckets))
 
     def plain(tx_part: pd.DataFrame, prof_part: pd.DataFrame | None) -> pd.DataFrame:
         tx_part = tx_part.drop(columns="_bucket")
@@ -197,3 +202,30 @@ def build_features_spark(spark, transactions: str | os.PathLike, as_of: pd.Times
             yield conform(out, template)
 
     return built.mapInPandas(segmented, schema)
+
+
+def affinity_reference_spark(tx, key, normal, as_of, categories=None):
+    """`features.affinity.affinity_reference` of all customers of `tx` (raw rows; `normal` normalises a pandas
+    part, `key` is the customer bucket): without `categories`, the top ones by a Spark sum of per-partition
+    spend totals; then per-bucket partial prior sums (`prior_sums`), reduced on the driver. Both results are
+    small (categories; buckets × stages), and so is the reference the buckets' `build_features` then share."""
+    from pyspark.sql import functions as F
+
+    from features import affinity
+
+    if categories is None:
+        def spend(parts):
+            for part in parts:
+                if len(part):
+                    totals = affinity.category_spend(normal(part), as_of)
+                    yield pd.DataFrame({"category": totals.index.astype(object), "spend": totals.to_numpy()})
+
+        totals = tx.mapInPandas(spend, "category string, spend double").groupBy("category") \
+            .agg(F.sum("spend").alias("spend")).toPandas()
+        categories = affinity.top_categories(totals.set_index("category")["spend"])
+    categories = list(dict.fromkeys(str(c) for c in categories))
+    schema = ", ".join([f"`{affinity.STAGE}` string", f"`{affinity.CUSTOMERS}` bigint",
+                        *(f"`{affinity.SUM_PREFIX}{j}` double" for j in range(len(categories)))])
+    partial = tx.withColumn("_bucket", key).groupBy("_bucket").applyInPandas(
+        lambda part: affinity.prior_sums(normal(part.drop(columns="_bucket")), as_of, categories), schema)
+    return affinity.reference_from_sums(categories, partial.toPandas())

@@ -23,24 +23,21 @@ def _read(path: Path, id_col: str):
 FILE_TIER = "value_tier_in_file"  # value tier by this file's quantiles: not the rule a model stores
 
 
-def _segment_rule(model: str):
+def _segment_rule(runtime, model: str):
     """(SegmentConfig, value-tier thresholds) stored with a churn model."""
     from features.errors import DataError
     from features.segment import SegmentConfig
-    from serving.runtime.churn import load_churn_runtime
 
-    runtime = load_churn_runtime(model)
     if not runtime.has_segments or runtime.value_tier_thresholds is None:
         raise DataError(f"--model: {model!r} was trained on a customer table; it has no value-tier rule")
     return SegmentConfig(**runtime.segment_config), tuple(runtime.value_tier_thresholds)
 
 
-def _model_event_types(model: str):
+def _model_event_types(runtime):
     """The event types a churn model was trained with (its feature names), so the table fits the model."""
     from features.events import event_types_in
-    from serving.runtime.churn import load_churn_runtime
 
-    return event_types_in(load_churn_runtime(model).feature_names) or ()
+    return event_types_in(runtime.feature_names) or ()
 
 
 def build_command(
@@ -67,7 +64,9 @@ def build_command(
     """Build point-in-time features with lifecycle stage and value tier, one row per customer.
 
     With --model the value tier follows the model's stored rule (column `value_tier`, as `/score` gives
-    it); without, it uses the quantiles of this file (column `value_tier_in_file`, another rule)."""
+    it) and the affinity columns are the model's; without, it uses the quantiles of this file (column
+    `value_tier_in_file`, another rule) and the categories with the most spend in it."""
+    from features.affinity import affinity_reference
     from features.build import build_features
     from features.contracts import normalize_profiles, normalize_transactions
     from features.io import table_format, write_table
@@ -80,12 +79,19 @@ def build_command(
     if not spark:
         table_format(output)
     check_output(output, "--output", mkdir)
-    rule = _segment_rule(model) if model is not None else None
-    if model is not None and events is not None and types is None:
-        types = _model_event_types(model)
+    rule = categories = None
+    if model is not None:
+        from serving.batch.score import model_affinity_categories
+        from serving.runtime.churn import load_churn_runtime
+
+        runtime = load_churn_runtime(model)
+        rule = _segment_rule(runtime, model)
+        if events is not None and types is None:
+            types = _model_event_types(runtime)
+        categories = model_affinity_categories(runtime)  # its affinity columns; without a model, the data's top ones
     if spark:
         rows = cli_spark.features_build(spark_master, transactions, profiles, cutoff, output, id_col, time_col,
-                                        amount_col, allow_refunds, rule, FILE_TIER)
+                                        amount_col, allow_refunds, rule, FILE_TIER, categories)
         console.print(f"wrote {rows:,} customers to {output} (Parquet directory; Spark; as of {cutoff.date()})",
                       highlight=False)
         return
@@ -98,7 +104,10 @@ def build_command(
         from features.events import top_event_types
 
         types = top_event_types(engagement, cutoff, top)
-    features = build_features(tx, cutoff, attributes, events=engagement, event_types=types)
+    reference = affinity_reference(tx, cutoff, categories) if categories is not None and "category" in tx.columns \
+        else None
+    features = build_features(tx, cutoff, attributes, events=engagement, event_types=types,
+                              affinity_reference=reference)
     if rule is not None:
         segmented = segment(features, rule[0], thresholds=rule[1])
     else:

@@ -1,6 +1,7 @@
 """Batch churn scoring behind `winback score`: chunks of customers → runtime → one atomic output file.
 
-Chunks split customers (never one customer's history), so every chunk's features are exactly the
+Chunks split customers (never one customer's history), and the category affinity's reference (the model's
+categories, the stage priors) is computed once over all customers, so every chunk's features are exactly the
 features of a single pass; value tiers use thresholds stored at training time, not the chunk's.
 Each chunk goes through `ChurnRuntime.score_array`, the code the online service calls too. With `reasons`
 the top TreeSHAP features raising each customer's churn risk are written as `reason_1..reason_N` (the
@@ -63,6 +64,16 @@ def _with_reasons(columns: list[str], runtime: ChurnRuntime, reasons: int) -> li
     return [*columns, *[f"{REASON_PREFIX}{i + 1}" for i in range(min(reasons, len(runtime.feature_names)))]]
 
 
+def model_affinity_categories(runtime: ChurnRuntime) -> list[str] | None:
+    """The categories of a model's affinity features, in its column order (None without any): features built for
+    the model get exactly its columns, whatever categories sell most in the data scored."""
+    from features import affinity
+
+    if not any(name.startswith(affinity.PREFIX) for name in runtime.feature_names):
+        return None
+    return affinity.categories_of(runtime.feature_names, runtime.encoder.categories_.get(affinity.TOP_COLUMN, ()))
+
+
 def score_transactions(runtime: ChurnRuntime, transactions: pd.DataFrame, as_of: pd.Timestamp,
                        output: str | os.PathLike, profiles: pd.DataFrame | None = None,
                        chunk_customers: int = CHUNK_CUSTOMERS,
@@ -99,12 +110,18 @@ def score_transactions(runtime: ChurnRuntime, transactions: pd.DataFrame, as_of:
     chunks = int(chunk_of.max()) + 1
     tx_parts = _split_rows(seen, chunk_of[customers.get_indexer(seen["customer_id"])], chunks)
     ev_parts = _split_rows(engaged, chunk_of[customers.get_indexer(engaged["customer_id"])], chunks)
+    categories = model_affinity_categories(runtime)
+    # the affinity categories and priors of all customers, not of each chunk (None: the model has no affinity)
+    reference = affinity.affinity_reference(seen, as_of, categories) if categories is not None and \
+        "category" in seen.columns else None
     rows = 0
     columns = _with_reasons(TRANSACTION_COLUMNS, runtime, reasons)
     with AtomicTableWriter(output, metadata=provenance(runtime, as_of)) as writer:
         for part, ev_part in zip(tx_parts, ev_parts):
             ev_part = ev_part if events is not None else None
-            feats = build_features(part, as_of, profiles=profiles, events=ev_part, event_types=types)
+            feats = build_features(part, as_of, profiles=profiles, events=ev_part, event_types=types,
+                                   affinity_categories=0 if categories is None else affinity.MAX_CATEGORIES,
+                                   affinity_reference=reference)
             writer.write(_score(runtime, feats, reasons)[columns])
             rows += len(feats)
             if on_chunk:
