@@ -6,9 +6,9 @@ with few purchases says little about their taste, so the share is shrunk toward 
 among customers of the same lifecycle stage (`features.segment`), with weight k / (k + purchase rows),
 k = PRIOR_PURCHASES. One purchase of toys is then not "100 % toys".
 
-Catalogues can hold thousands of categories; only MAX_CATEGORIES get a column: those with the most spend up
-to `as_of` (in alphabetical order; the rest still count in every share's denominator), or a model's own
-categories when features are built for a model, and `top_affinity_category` names the customer's highest.
+Catalogues can hold thousands of categories; only the MAX_CATEGORIES with the most spend up to `as_of` get a
+column (in alphabetical order; the rest still count in every share's denominator), or a model's own
+categories when features are built for a model; `top_affinity_category` names the customer's highest.
 
 The kept categories and the per-stage priors are the only inputs that depend on other customers. They form
 an `AffinityReference`, computed once over the whole input (`affinity_reference`, or the per-bucket
@@ -39,7 +39,7 @@ SUM_PREFIX = "share_sum_"  # prior_sums: sum of their shares of the j-th kept ca
 DESCRIPTIONS = {
     f"{PREFIX}<category>": f"Recency-weighted spend share of the category (half-life {HALF_LIFE_DAYS:g} days), "
     f"shrunk toward the mean share of the customer's lifecycle stage with weight {PRIOR_PURCHASES:g} / "
-    f"({PRIOR_PURCHASES:g} + purchase rows); only the {MAX_CATEGORIES} categories with the most spend.",
+    f"({PRIOR_PURCHASES:g} + purchase rows); only the {MAX_CATEGORIES} categories with the most spend (or a model's).",
     TOP_COLUMN: "The category with the highest affinity (ties: the alphabetically first).",
 }
 def column_names(categories) -> dict[str, str]:

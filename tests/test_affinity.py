@@ -1,9 +1,12 @@
-"""Category affinity features (hand-computed values, the cutoff, the cap) and the simulator's category truth."""
+"""Category affinity features (hand-computed values, the cutoff, the cap, the reference that makes chunks equal
+one pass) and the simulator's category truth."""
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from features.affinity import HALF_LIFE_DAYS, PRIOR_PURCHASES, column_names
+from features.affinity import (HALF_LIFE_DAYS, PRIOR_PURCHASES, AffinityReference, affinity_reference,
+                               categories_of, column_names, prior_sums, reference_from_sums)
 from features.build import build_features
 from features.contracts import normalize_transactions
 from features.errors import DataError
@@ -57,6 +60,61 @@ def test_only_the_categories_with_most_spend_get_a_column_and_names_are_sanitise
     assert [c for c in f.columns if c.startswith("affinity_")] == ["affinity_home_garden", "affinity_toys"]  # by name
     assert f.loc["b", "top_affinity_category"] in ("Home & Garden", "toys")  # books has no column
     assert column_names(["A b", "a-b"]) == {"A b": "affinity_a_b", "a-b": "affinity_a_b_2"}
+
+
+def random_purchases(customers: int = 60, rows: int = 500, seed: int = 4) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    days = pd.Timestamp(AS_OF) - pd.to_timedelta(rng.integers(0, 700, rows), unit="D")
+    categories = rng.choice(["books", "Home & Garden", "toys", "grocery", "beauty"], rows, p=[.3, .25, .2, .15, .1])
+    return purchases(list(zip([f"c{i:02d}" for i in rng.integers(0, customers, rows)], days.astype(str),
+                              rng.gamma(2.0, 20.0, rows).round(2), categories)))
+
+
+def in_two_chunks(tx: pd.DataFrame, **options) -> pd.DataFrame:
+    first = (tx["customer_id"] < "c30").to_numpy()
+    return pd.concat([build_features(tx[first], AS_OF, **options), build_features(tx[~first], AS_OF, **options)])
+
+
+def test_features_built_in_chunks_with_the_reference_of_the_whole_equal_one_pass():
+    tx = random_purchases()
+    whole = build_features(tx, AS_OF, affinity_categories=3)
+    reference = affinity_reference(tx, AS_OF, max_categories=3)
+    assert reference.categories == ("Home & Garden", "books", "toys")
+    pd.testing.assert_frame_equal(in_two_chunks(tx, affinity_reference=reference), whole, check_exact=True)
+    with pytest.raises(AssertionError):  # each chunk's own categories and priors: other values
+        pd.testing.assert_frame_equal(in_two_chunks(tx, affinity_categories=3), whole)
+
+
+def test_given_categories_keep_their_order_and_an_unknown_one_has_zero_affinity():
+    tx = purchases([("a", "2025-06-30", 30.0, "toys"), ("a", "2025-06-30", 10.0, "home"),
+                    ("b", "2025-06-30", 50.0, "home")])
+    reference = affinity_reference(tx, AS_OF, categories=["toys", "unseen", "home"])
+    # both customers are "new": the prior is the mean of their shares, toys (0.75 + 0) / 2, home (0.25 + 1) / 2
+    assert reference.stage_means == {"new": (0.375, 0.0, 0.625)} and reference.overall == (0.375, 0.0, 0.625)
+    f = build_features(tx, AS_OF, affinity_reference=reference)
+    assert [c for c in f.columns if c.startswith("affinity_")] == ["affinity_toys", "affinity_unseen", "affinity_home"]
+    assert (f["affinity_unseen"] == 0).all() and list(f["top_affinity_category"].astype(str)) == ["toys", "home"]
+    assert AffinityReference.from_dict(reference.to_dict()) == reference
+    with pytest.raises(DataError, match="3 values"):
+        AffinityReference.from_dict({**reference.to_dict(), "overall": [0.5]})
+
+
+def test_partial_sums_of_buckets_reduce_to_the_reference_of_the_whole():
+    tx = random_purchases(seed=8)
+    whole = affinity_reference(tx, AS_OF, max_categories=3)
+    first = (tx["customer_id"] < "c20").to_numpy()
+    parts = pd.concat([prior_sums(tx[first], AS_OF, whole.categories), prior_sums(tx[~first], AS_OF, whole.categories)])
+    reduced = reference_from_sums(whole.categories, parts)
+    assert list(reduced.stage_means) == list(whole.stage_means)
+    for stage, means in whole.stage_means.items():
+        assert reduced.stage_means[stage] == pytest.approx(means, rel=1e-12)
+    assert reduced.overall == pytest.approx(whole.overall, rel=1e-12)
+
+
+def test_a_models_categories_come_from_its_feature_names_and_top_category_levels():
+    names = ["recency_days", "affinity_home_garden", "affinity_toys", "affinity_a_b_2", "top_affinity_category"]
+    assert categories_of(names, ["A b", "a-b", "Home & Garden", "toys"]) == ["Home & Garden", "toys", "a-b"]
+    assert categories_of(names) == ["home_garden", "toys", "a_b_2"]  # no levels: the column suffix
 
 
 # -- the simulator ----------------------------------------------------------------------------------
