@@ -2,18 +2,25 @@
 
 `affinity_<category>` is the recency-weighted spend share of the category: every purchase's amount is
 weighted by 0.5^(age / HALF_LIFE_DAYS), so a purchase a year ago counts a quarter of one today. A customer
-with few purchases says little about their taste, so the share is shrunk toward a prior: the mean share
-among customers of the same lifecycle stage (`features.segment`), with weight k / (k + purchase rows),
-k = PRIOR_PURCHASES. One purchase of toys is then not "100 % toys".
+with few purchases says little about their taste, so the share is shrunk toward a prior, an even split
+over the kept categories (1 / their number), with weight k / (k + purchase rows), k = PRIOR_PURCHASES. One
+purchase of toys is then not "100 % toys".
+
+The prior is fixed on purpose. A first version shrank toward the mean share of the customer's lifecycle
+stage, as the issue suggested. Those means are statistics of whichever customers are built together: they
+moved by 0.01–0.04 between two 5,000-customer samples of one simulated population. That shifted every
+short-history customer's affinity, and drift monitoring raised alerts on a fresh sample of the same population
+(PSI up to 0.87). It also made chunked and Spark builds differ from one pass. An even split depends on nothing
+but the customer and the category list.
 
 Catalogues can hold thousands of categories; only the MAX_CATEGORIES with the most spend up to `as_of` get a
 column (in alphabetical order; the rest still count in every share's denominator), or a model's own
 categories when features are built for a model; `top_affinity_category` names the customer's highest.
 
-The kept categories and the per-stage priors are the only inputs that depend on other customers. They form
-an `AffinityReference`, computed once over the whole input (`affinity_reference`, or the per-bucket
-`prior_sums` reduced by `reference_from_sums` on Spark) and passed to every chunk's `build_features`, so
-chunked scoring and the Spark engine give every customer the values of a single pass. Everything is
+The kept categories are the only input that depends on other customers. They form an `AffinityReference`,
+chosen once over the whole input (`affinity_reference`; on Spark from a sum of per-partition spend totals) or
+taken from a model, and passed to every chunk's `build_features`, so chunked scoring and the Spark engine give
+every customer the values of a single pass. Everything is
 bincounts over (customer × category) codes.
 """
 
@@ -32,16 +39,15 @@ PRIOR_PURCHASES = 3.0
 MAX_CATEGORIES = 20
 PREFIX = "affinity_"
 TOP_COLUMN = "top_affinity_category"
-STAGE = "lifecycle_stage"
-CUSTOMERS = "customers"  # prior_sums: customers with some spend
-SUM_PREFIX = "share_sum_"  # prior_sums: sum of their shares of the j-th kept category
 
 DESCRIPTIONS = {
     f"{PREFIX}<category>": f"Recency-weighted spend share of the category (half-life {HALF_LIFE_DAYS:g} days), "
-    f"shrunk toward the mean share of the customer's lifecycle stage with weight {PRIOR_PURCHASES:g} / "
+    f"shrunk toward an even split over the kept categories with weight {PRIOR_PURCHASES:g} / "
     f"({PRIOR_PURCHASES:g} + purchase rows); only the {MAX_CATEGORIES} categories with the most spend (or a model's).",
     TOP_COLUMN: "The category with the highest affinity (ties: the alphabetically first).",
 }
+
+
 def column_names(categories) -> dict[str, str]:
     """Category → its affinity column: lower case, anything but letters and digits as `_`; a name that
     would repeat another gets `_2`, `_3`, … in the order given (alphabetical)."""
@@ -80,36 +86,24 @@ def categories_of(feature_names, levels=()) -> list[str]:
 
 @dataclass(frozen=True)
 class AffinityReference:
-    """What every customer's affinity is measured against: the categories that get a column (in column
-    order) and the prior, the mean shares of those categories among a lifecycle stage's customers with some
-    spend (`stage_means`; `overall`, among all of them, for a stage without any)."""
+    """The categories that get an affinity column, in column order (what every chunk must share)."""
 
     categories: tuple[str, ...]
-    stage_means: dict[str, tuple[float, ...]]
-    overall: tuple[float, ...]
 
-    def prior(self, stage: np.ndarray) -> np.ndarray:
-        """(n, categories) prior mean shares of customers in the given stages."""
+    def prior(self, n: int) -> np.ndarray:
+        """(n, categories) prior shares: an even split over the categories."""
         k = len(self.categories)
-        table = np.asarray([*self.stage_means.values(), self.overall], dtype=float).reshape(len(self.stage_means) + 1, k)
-        code = pd.Index(list(self.stage_means), dtype=object).get_indexer(np.asarray(stage, dtype=object))
-        return table[np.where(code >= 0, code, len(self.stage_means))]
+        return np.full((n, k), 1.0 / k if k else 0.0)
 
     def to_dict(self) -> dict:
-        return {"categories": list(self.categories), "stage_means": {s: list(m) for s, m in self.stage_means.items()},
-                "overall": list(self.overall)}
+        return {"categories": list(self.categories)}
 
     @classmethod
     def from_dict(cls, data: dict) -> "AffinityReference":
         try:
-            categories = tuple(str(c) for c in data["categories"])
-            means = {str(s): tuple(float(v) for v in m) for s, m in data["stage_means"].items()}
-            overall = tuple(float(v) for v in data["overall"])
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise DataError(f"affinity reference: expected categories, stage_means and overall ({exc})") from None
-        if any(len(m) != len(categories) for m in (*means.values(), overall)):
-            raise DataError(f"affinity reference: every mean needs {len(categories)} values, one per category")
-        return cls(categories, means, overall)
+            return cls(tuple(str(c) for c in data["categories"]))
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"affinity reference: expected a list of categories ({exc})") from None
 
 
 def spend_by_category(labels: pd.Series, amount: np.ndarray) -> pd.Series:
@@ -131,8 +125,8 @@ def top_categories(spend: pd.Series, max_categories: int = MAX_CATEGORIES) -> li
 
 
 def _shares(codes: np.ndarray, age: np.ndarray, amount: np.ndarray, labels: pd.Series, n: int,
-            categories) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(n, categories) recency-weighted spend shares, purchase rows with a category, and who has any spend."""
+            categories) -> tuple[np.ndarray, np.ndarray]:
+    """(n, categories) recency-weighted spend shares and each customer's purchase rows with a category."""
     known = labels.notna().to_numpy()
     k = len(categories)
     position = pd.Index(list(categories), dtype=object).get_indexer(labels.to_numpy(dtype=object))
@@ -142,38 +136,7 @@ def _shares(codes: np.ndarray, age: np.ndarray, amount: np.ndarray, labels: pd.S
     rows = np.bincount(codes[known], minlength=n).astype(float)
     total = weighted.sum(axis=1, keepdims=True)
     share = np.divide(weighted, total, out=np.zeros_like(weighted), where=total > 0)[:, :-1]
-    return share, rows, total[:, 0] > 0
-
-
-def _sums(share: np.ndarray, has_spend: np.ndarray, stage: np.ndarray) -> pd.DataFrame:
-    """Per stage: customers with some spend and the sum of their shares per category (`prior_sums`' table)."""
-    codes, stages = pd.factorize(np.asarray(stage, dtype=object)[has_spend], sort=True)
-    out = {STAGE: pd.Series(stages, dtype=object),
-           CUSTOMERS: np.bincount(codes, minlength=len(stages)).astype(np.int64)}
-    for j in range(share.shape[1]):  # one bincount per category column (few columns, vectorised over customers)
-        out[f"{SUM_PREFIX}{j}"] = np.bincount(codes, weights=share[has_spend, j], minlength=len(stages))
-    return pd.DataFrame(out)
-
-
-def reference_from_sums(categories, sums: pd.DataFrame) -> AffinityReference:
-    """The reference of the whole input from `prior_sums` tables of its buckets (concatenated)."""
-    columns = [f"{SUM_PREFIX}{j}" for j in range(len(categories))]
-    by_stage = sums.groupby(STAGE, sort=True)[[CUSTOMERS, *columns]].sum()
-    customers = by_stage[CUSTOMERS].to_numpy(dtype=float)
-    totals = by_stage[columns].to_numpy(dtype=float).reshape(len(by_stage), len(columns))
-    overall = totals.sum(axis=0) / customers.sum() if customers.sum() > 0 else np.zeros(len(columns))
-    means = {str(s): tuple(map(float, row / c)) for s, row, c in zip(by_stage.index, totals, customers) if c > 0}
-    return AffinityReference(tuple(str(c) for c in categories), means, tuple(map(float, overall)))
-
-
-def prior_sums(transactions: pd.DataFrame, as_of, categories) -> pd.DataFrame:
-    """Partial sums of the prior over a bucket of whole customers (`normalize_transactions` contract): per
-    lifecycle stage, the customers with some spend and their summed shares of each category."""
-    from features.build import category_inputs
-
-    codes, age, amount, labels, n, stage = category_inputs(transactions, as_of)
-    share, _, has_spend = _shares(codes, age, amount, labels, n, categories)
-    return _sums(share, has_spend, stage)
+    return share, rows
 
 
 def category_spend(transactions: pd.DataFrame, as_of) -> pd.Series:
@@ -184,34 +147,30 @@ def category_spend(transactions: pd.DataFrame, as_of) -> pd.Series:
 
 def affinity_reference(transactions: pd.DataFrame, as_of, categories=None,
                        max_categories: int = MAX_CATEGORIES) -> AffinityReference:
-    """The reference of all customers in `transactions` (`normalize_transactions` contract), in one pass: the
-    given `categories` in their order (one without spend gets zero shares), else the top `max_categories`."""
+    """The reference of all customers in `transactions` (`normalize_transactions` contract): the given
+    `categories` in their order (one without spend gets zero shares), else the top `max_categories`."""
     if "category" not in transactions.columns:
         raise DataError("transactions: no 'category' column; category affinity needs one")
     if categories is None:
         categories = top_categories(category_spend(transactions, as_of), max_categories)
-    categories = list(dict.fromkeys(str(c) for c in categories))
-    return reference_from_sums(categories, prior_sums(transactions, as_of, categories))
+    return AffinityReference(tuple(dict.fromkeys(str(c) for c in categories)))
 
 
 def affinity(codes: np.ndarray, age: np.ndarray, amount: np.ndarray, labels: pd.Series, n: int,
-             stage: np.ndarray, reference: AffinityReference | None = None,
+             reference: AffinityReference | None = None,
              max_categories: int = MAX_CATEGORIES) -> dict[str, object]:
     """`affinity_<category>` columns and `top_affinity_category` for n customers.
 
     `codes`, `age` (days before as_of) and `amount` describe the kept purchase rows; `labels` their
-    categories; `stage` a lifecycle stage label per customer (the prior's groups). Without a `reference`, the
-    one of these customers (the top `max_categories`).
+    categories. Without a `reference`, the one of these customers (the top `max_categories`).
     """
     if reference is None:
         categories = top_categories(spend_by_category(labels, amount), max_categories)
     else:
         categories = list(reference.categories)
-    share, rows, has_spend = _shares(codes, age, amount, labels, n, categories)
-    if reference is None:
-        reference = reference_from_sums(categories, _sums(share, has_spend, stage))
+    share, rows = _shares(codes, age, amount, labels, n, categories)
     strength = (PRIOR_PURCHASES / (PRIOR_PURCHASES + rows))[:, None]
-    values = (1 - strength) * share + strength * reference.prior(stage)
+    values = (1 - strength) * share + strength * AffinityReference(tuple(categories)).prior(n)
     out: dict[str, object] = {col: values[:, j] for j, col in enumerate(column_names(categories).values())}
     top = np.argmax(values, axis=1) if categories else np.full(n, -1)  # ties: the first (alphabetical)
     out[TOP_COLUMN] = pd.Categorical.from_codes(np.where(rows > 0, top, -1),

@@ -14,7 +14,6 @@ import pandas as pd
 from features import affinity
 from features.contracts import AMOUNT, ID, TIME
 from features.errors import DataError
-from features.segment import assign_stage
 
 WINDOWS_DAYS = (30, 90, 180, 365)
 TREND_DAYS = 90  # trend compares the last TREND_DAYS with the TREND_DAYS before them
@@ -86,18 +85,6 @@ def _purchases(transactions: pd.DataFrame, as_of) -> tuple[np.ndarray, pd.Index,
     keep = age >= 0
     codes, index = _customer_codes(transactions[ID], keep)
     return codes, index, age[keep], transactions[AMOUNT].to_numpy(dtype=float)[keep], keep
-
-
-def category_inputs(transactions: pd.DataFrame, as_of) -> tuple:
-    """What `features.affinity` reads of a purchase table: (customer code, age, amount, category) of the rows on
-    or before `as_of`, the number of customers and each one's lifecycle stage (as `build_features` has them)."""
-    codes, index, age, amount, keep = _purchases(transactions, as_of)
-    n = len(index)
-    rhythm = _rhythm(codes, age, n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        overdue = rhythm["recency_days"] / rhythm["gap_mean_days"]
-    stage = assign_stage(rhythm["recency_days"], rhythm["tenure_days"], overdue)
-    return codes, age, amount, transactions["category"][keep], n, stage
 
 
 def _rhythm(codes: np.ndarray, age: np.ndarray, n: int) -> dict[str, np.ndarray]:
@@ -175,8 +162,8 @@ def build_features(transactions: pd.DataFrame, as_of, profiles: pd.DataFrame | N
 
     `transactions` follows the contract of `normalize_transactions`; `profiles` that of
     `normalize_profiles` (its columns are joined as they are). See FEATURE_DESCRIPTIONS; with a category
-    column, also `features.affinity`'s columns for the `affinity_categories` categories with the most spend
-    and the stage priors of these customers, or for the categories and priors of `affinity_reference` (one
+    column, also `features.affinity`'s columns for the `affinity_categories` categories with the most spend,
+    or for the categories of `affinity_reference` (one
     computed over the whole input, so that features built in chunks equal those of one pass).
     With `events` (`features.events.normalize_events`) the engagement features of `event_types` (default:
     the most frequent types) are joined, and customers with an event but no purchase yet (prospects) are
@@ -198,9 +185,8 @@ def build_features(transactions: pd.DataFrame, as_of, profiles: pd.DataFrame | N
 
     order = [name for name in FEATURE_DESCRIPTIONS if name in columns]
     if "category" in transactions.columns and (affinity_reference is not None or affinity_categories > 0):
-        stage = assign_stage(columns["recency_days"], columns["tenure_days"], columns["overdue_ratio"])
-        extra = affinity.affinity(codes, age, amount, transactions["category"][keep], n, stage,
-                                  affinity_reference, affinity_categories)
+        extra = affinity.affinity(codes, age, amount, transactions["category"][keep], n, affinity_reference,
+                                  affinity_categories)
         columns.update(extra)
         order += [name for name in extra if name not in order]
     features = pd.DataFrame({name: columns[name] for name in order}, index=index)

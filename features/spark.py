@@ -4,7 +4,7 @@
   goes through `normalize_transactions` → `build_features` → `segment` with `applyInPandas` (cogrouped with
   the profiles' bucket), exactly as `winback features build` runs them on one machine. What needs every
   customer is computed first and passed to every bucket: the category affinity's reference
-  (`affinity_reference_spark`: category totals and per-bucket partial prior sums, reduced on the driver)
+  (`affinity_reference_spark`: the top categories by a Spark sum of per-partition spend totals)
   and value-tier thresholds taken from the file itself (once on the driver from the value column).
 - `read_table_spark` reads a Parquet file, a Parquet directory (partitioned datasets) or a CSV;
   `write_parquet_dir` writes a Parquet directory atomically (a temporary directory beside it, renamed).
@@ -206,9 +206,8 @@ def build_features_spark(spark, transactions: str | os.PathLike, as_of: pd.Times
 
 def affinity_reference_spark(tx, key, normal, as_of, categories=None):
     """`features.affinity.affinity_reference` of all customers of `tx` (raw rows; `normal` normalises a pandas
-    part, `key` is the customer bucket): without `categories`, the top ones by a Spark sum of per-partition
-    spend totals; then per-bucket partial prior sums (`prior_sums`), reduced on the driver. Both results are
-    small (categories; buckets × stages), and so is the reference the buckets' `build_features` then share."""
+    part): without `categories`, the top ones by a Spark sum of per-partition spend totals (a small result,
+    collected); the buckets' `build_features` then share it."""
     from pyspark.sql import functions as F
 
     from features import affinity
@@ -223,9 +222,4 @@ def affinity_reference_spark(tx, key, normal, as_of, categories=None):
         totals = tx.mapInPandas(spend, "category string, spend double").groupBy("category") \
             .agg(F.sum("spend").alias("spend")).toPandas()
         categories = affinity.top_categories(totals.set_index("category")["spend"])
-    categories = list(dict.fromkeys(str(c) for c in categories))
-    schema = ", ".join([f"`{affinity.STAGE}` string", f"`{affinity.CUSTOMERS}` bigint",
-                        *(f"`{affinity.SUM_PREFIX}{j}` double" for j in range(len(categories)))])
-    partial = tx.withColumn("_bucket", key).groupBy("_bucket").applyInPandas(
-        lambda part: affinity.prior_sums(normal(part.drop(columns="_bucket")), as_of, categories), schema)
-    return affinity.reference_from_sums(categories, partial.toPandas())
+    return affinity.AffinityReference(tuple(dict.fromkeys(str(c) for c in categories)))

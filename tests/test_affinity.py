@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from features.affinity import (HALF_LIFE_DAYS, PRIOR_PURCHASES, AffinityReference, affinity_reference,
-                               categories_of, column_names, prior_sums, reference_from_sums)
+                               categories_of, column_names)
 from features.build import build_features
 from features.contracts import normalize_transactions
 from features.errors import DataError
@@ -21,13 +21,12 @@ def purchases(rows) -> pd.DataFrame:
     return normalize_transactions(frame.assign(timestamp=pd.to_datetime(frame["timestamp"], format="mixed")))
 
 
-def test_affinity_is_the_recency_weighted_spend_share_shrunk_toward_the_stage_mean():
-    # both customers are "new" (tenure ≤ 60 days), so they share one prior
+def test_affinity_is_the_recency_weighted_spend_share_shrunk_toward_an_even_split():
     tx = purchases([("a", "2025-06-30", 30.0, "toys"), ("a", "2025-06-30", 10.0, "home"),
                     ("b", "2025-06-30", 50.0, "home")])
     f = build_features(tx, AS_OF)
     share = {"a": {"toys": 0.75, "home": 0.25}, "b": {"toys": 0.0, "home": 1.0}}
-    prior = {c: (share["a"][c] + share["b"][c]) / 2 for c in ("toys", "home")}
+    prior = {"toys": 0.5, "home": 0.5}  # two categories
     for cid, rows in (("a", 2), ("b", 1)):
         k = PRIOR_PURCHASES / (PRIOR_PURCHASES + rows)
         for category in ("toys", "home"):
@@ -40,8 +39,9 @@ def test_older_purchases_weigh_half_per_half_life():
     tx = purchases([("a", "2025-06-30", 10.0, "toys"), ("a", "2025-06-30", 10.0, "home"),
                     ("a", str((pd.Timestamp(AS_OF) - pd.Timedelta(days=HALF_LIFE_DAYS)).date()), 20.0, "home")])
     f = build_features(tx, AS_OF)
-    raw_toys = 10 / (10 + 10 + 0.5 * 20)  # 1/3; all customers share the prior, here the customer's own share
-    assert f.loc["a", "affinity_toys"] == pytest.approx(raw_toys)
+    raw_toys = 10 / (10 + 10 + 0.5 * 20)  # 1/3
+    k = PRIOR_PURCHASES / (PRIOR_PURCHASES + 3)
+    assert f.loc["a", "affinity_toys"] == pytest.approx((1 - k) * raw_toys + k * 0.5)
 
 
 def test_purchase_after_the_cutoff_changes_no_affinity():
@@ -76,12 +76,14 @@ def in_two_chunks(tx: pd.DataFrame, **options) -> pd.DataFrame:
 
 
 def test_features_built_in_chunks_with_the_reference_of_the_whole_equal_one_pass():
-    tx = random_purchases()
+    # the first chunk's customers also buy a lot of beauty, which is not in the whole input's top 3
+    tx = pd.concat([random_purchases(), purchases([(f"c0{i}", "2025-06-01", 400.0, "beauty") for i in range(5)])])
+    tx = tx.reset_index(drop=True)
     whole = build_features(tx, AS_OF, affinity_categories=3)
     reference = affinity_reference(tx, AS_OF, max_categories=3)
     assert reference.categories == ("Home & Garden", "books", "toys")
     pd.testing.assert_frame_equal(in_two_chunks(tx, affinity_reference=reference), whole, check_exact=True)
-    with pytest.raises(AssertionError):  # each chunk's own categories and priors: other values
+    with pytest.raises(AssertionError):  # each chunk's own top categories: other columns
         pd.testing.assert_frame_equal(in_two_chunks(tx, affinity_categories=3), whole)
 
 
@@ -89,26 +91,30 @@ def test_given_categories_keep_their_order_and_an_unknown_one_has_zero_affinity(
     tx = purchases([("a", "2025-06-30", 30.0, "toys"), ("a", "2025-06-30", 10.0, "home"),
                     ("b", "2025-06-30", 50.0, "home")])
     reference = affinity_reference(tx, AS_OF, categories=["toys", "unseen", "home"])
-    # both customers are "new": the prior is the mean of their shares, toys (0.75 + 0) / 2, home (0.25 + 1) / 2
-    assert reference.stage_means == {"new": (0.375, 0.0, 0.625)} and reference.overall == (0.375, 0.0, 0.625)
+    assert reference.categories == ("toys", "unseen", "home")
     f = build_features(tx, AS_OF, affinity_reference=reference)
     assert [c for c in f.columns if c.startswith("affinity_")] == ["affinity_toys", "affinity_unseen", "affinity_home"]
-    assert (f["affinity_unseen"] == 0).all() and list(f["top_affinity_category"].astype(str)) == ["toys", "home"]
+    # an unseen category has no spend: only the prior's third, shrunk by the customer's rows
+    k = PRIOR_PURCHASES / (PRIOR_PURCHASES + f.loc["b", "purchase_count"])
+    assert f.loc["b", "affinity_unseen"] == pytest.approx(k / 3)
+    assert list(f["top_affinity_category"].astype(str)) == ["toys", "home"]
     assert AffinityReference.from_dict(reference.to_dict()) == reference
-    with pytest.raises(DataError, match="3 values"):
-        AffinityReference.from_dict({**reference.to_dict(), "overall": [0.5]})
+    with pytest.raises(DataError, match="categories"):
+        AffinityReference.from_dict({"levels": ["a"]})
 
 
-def test_partial_sums_of_buckets_reduce_to_the_reference_of_the_whole():
-    tx = random_purchases(seed=8)
-    whole = affinity_reference(tx, AS_OF, max_categories=3)
-    first = (tx["customer_id"] < "c20").to_numpy()
-    parts = pd.concat([prior_sums(tx[first], AS_OF, whole.categories), prior_sums(tx[~first], AS_OF, whole.categories)])
-    reduced = reference_from_sums(whole.categories, parts)
-    assert list(reduced.stage_means) == list(whole.stage_means)
-    for stage, means in whole.stage_means.items():
-        assert reduced.stage_means[stage] == pytest.approx(means, rel=1e-12)
-    assert reduced.overall == pytest.approx(whole.overall, rel=1e-12)
+def test_a_fresh_sample_of_one_population_gets_the_same_affinity_distribution():
+    """The prior depends on nothing but the category list: two samples of one simulated population give
+    short-history customers identical values (a stage-mean prior moved them, and drift monitoring flagged it)."""
+    values = []
+    for seed in (7, 8):
+        sample = simulate(customers=3000, seed=seed)
+        tx = normalize_transactions(sample.transactions, as_of=sample.history_end)
+        f = build_features(tx, sample.history_end)
+        one = f[(f["purchase_count"] == 1)]
+        columns = [c for c in f.columns if c.startswith("affinity_")]
+        values.append(set(np.round(one[columns].to_numpy(dtype=float).ravel(), 12)))
+    assert values[0] == values[1]  # the same few values: (1 − k)·{0, 1} + k / categories
 
 
 def test_a_models_categories_come_from_its_feature_names_and_top_category_levels():

@@ -66,7 +66,7 @@ def future_spend(transactions: pd.DataFrame, customers: Sequence[str], as_of: pd
 
 def snapshot_frame(transactions: pd.DataFrame, as_of: pd.Timestamp, horizon_days: int,
                    profiles: pd.DataFrame | None = None, events: pd.DataFrame | None = None,
-                   event_types=None) -> pd.DataFrame:
+                   event_types=None, categories=None) -> pd.DataFrame:
     """Features as of `as_of` (built from transactions and events ≤ as_of only) plus the churn label and the
     spend in the label window (`future_spend`, the value model's target; never a feature). With events,
     prospects (events, no purchase yet) are rows too: churned = no first purchase in the window."""
@@ -78,7 +78,8 @@ def snapshot_frame(transactions: pd.DataFrame, as_of: pd.Timestamp, horizon_days
                         "use a later --cutoff or fewer --snapshots")
     if events is not None:
         events = events[events["timestamp"] < day_end(as_of)]
-    feats = build_features(seen, as_of, profiles=profiles, events=events, event_types=event_types)
+    feats = build_features(seen, as_of, profiles=profiles, events=events, event_types=event_types,
+                           affinity_reference=affinity_reference_of(seen, as_of, categories))
     labels = churn_labels(transactions, feats.index, as_of, horizon_days)
     out = feats.copy()
     out[SNAPSHOT] = as_of
@@ -87,11 +88,34 @@ def snapshot_frame(transactions: pd.DataFrame, as_of: pd.Timestamp, horizon_days
     return out
 
 
+def affinity_reference_of(transactions: pd.DataFrame, as_of: pd.Timestamp, categories):
+    """The affinity reference of `categories` as of `as_of` (priors from these customers); None without a
+    category column or categories (build_features then picks the top categories itself)."""
+    if categories is None or "category" not in transactions.columns:
+        return None
+    from features.affinity import affinity_reference
+
+    return affinity_reference(transactions, as_of, categories)
+
+
+def snapshot_categories(transactions: pd.DataFrame, as_of: pd.Timestamp) -> list[str] | None:
+    """The categories with affinity columns in every snapshot: the top categories by spend up to the newest
+    snapshot `as_of`, so stacked snapshots share one schema (None without a category column)."""
+    if "category" not in transactions.columns:
+        return None
+    from features.affinity import category_spend, top_categories
+
+    return top_categories(category_spend(transactions, as_of))
+
+
 def stack_snapshots(transactions: pd.DataFrame, dates: Sequence[pd.Timestamp], horizon_days: int,
                     profiles: pd.DataFrame | None = None, events: pd.DataFrame | None = None,
                     event_types=None) -> pd.DataFrame:
-    """One `snapshot_frame` per date, stacked (customers repeat across snapshots); the same event types in each."""
-    return pd.concat([snapshot_frame(transactions, d, horizon_days, profiles, events, event_types) for d in dates])
+    """One `snapshot_frame` per date, stacked (customers repeat across snapshots); the same event types and
+    affinity categories (`snapshot_categories` of the newest date) in each."""
+    categories = snapshot_categories(transactions, max(dates))
+    return pd.concat([snapshot_frame(transactions, d, horizon_days, profiles, events, event_types, categories)
+                      for d in dates])
 
 
 def parse_label(values: pd.Series, column: str) -> pd.Series:

@@ -19,7 +19,8 @@ import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from features.errors import DataError, DataWarning
-from training.labels import FUTURE_SPEND, LABEL, SNAPSHOT, day_end, snapshot_dates, stack_snapshots, table_frame
+from training.labels import (FUTURE_SPEND, LABEL, SNAPSHOT, affinity_reference_of, day_end, snapshot_categories,
+                             snapshot_dates, stack_snapshots, table_frame)
 from training.tracking import frame_hash
 
 HOLDOUT_FRACTION = 0.25  # validation: tuning, early stopping, calibration
@@ -184,7 +185,9 @@ def prepare_transactions(transactions: pd.DataFrame, cutoff: pd.Timestamp, horiz
     if events is not None:
         description["event_rows"] = int(len(events))
         description["event_types"] = list(event_types)
-    latest = build_features(history, cutoff, profiles=profiles, events=events, event_types=event_types)
+    latest = build_features(history, cutoff, profiles=profiles, events=events, event_types=event_types,
+                            affinity_reference=affinity_reference_of(history, cutoff,
+                                                                     snapshot_categories(history, dates[0])))
     refit = stacked[~stacked.index.isin(test.index)]  # with K ≥ 2 this includes T_0 for training customers too
     description["refit_rows"] = int(len(refit))
     return ChurnData(train=train, valid=valid, test=test, feature_columns=features, kind="transactions",
