@@ -46,19 +46,28 @@ def trained(tmp_path_factory):
 EVENT_ARGS = ["--events", "events.csv", "--event-id-col", "who", "--event-time-col", "at", "--event-type-col", "kind"]
 
 
+@pytest.fixture(scope="module")
+def feature_table(trained):
+    """`winback features build --model … --events …` of the training data (each test that reads it asks for it,
+    so no test depends on another having run first)."""
+    tmp = trained["tmp"]
+    args = [a if not a.endswith(".csv") else str(tmp / a) for a in EVENT_ARGS]
+    built = runner.invoke(app, ["features", "build", "--transactions", str(tmp / "tx.parquet"), "--as-of", CUTOFF,
+                                "--output", str(tmp / "feats.parquet"), "--model", MODEL, *args])
+    assert built.exit_code == 0, built.output
+    return tmp / "feats.parquet"
+
+
 def test_the_model_stores_the_event_types_chosen_at_training(trained):
     assert event_types_in(trained["runtime"].feature_names) == ("visit", "app_session", "email_open")
     assert "email_open_rate_90d" in trained["runtime"].feature_names
 
 
-def test_score_with_events_equals_scoring_the_feature_table_built_with_events(trained):
+def test_score_with_events_equals_scoring_the_feature_table_built_with_events(trained, feature_table):
     scored = runner.invoke(app, ["score", "--model", MODEL, "--transactions", "tx.parquet", "--as-of", CUTOFF,
                                  "--output", "scores.csv", *EVENT_ARGS])
     assert scored.exit_code == 0, scored.output
-    built = runner.invoke(app, ["features", "build", "--transactions", "tx.parquet", "--as-of", CUTOFF, "--output",
-                                "feats.parquet", "--model", MODEL, *EVENT_ARGS])
-    assert built.exit_code == 0, built.output
-    assert runner.invoke(app, ["score", "--model", MODEL, "--features", "feats.parquet",
+    assert runner.invoke(app, ["score", "--model", MODEL, "--features", str(feature_table),
                                "--output", "from_feats.csv"]).exit_code == 0
     a = pd.read_csv(trained["tmp"] / "scores.csv").set_index("customer_id")
     b = pd.read_csv(trained["tmp"] / "from_feats.csv").set_index("customer_id").loc[a.index]
@@ -86,9 +95,9 @@ def test_score_without_events_for_a_model_trained_with_them_exits_2(trained):
     assert result.exit_code == 2 and "--events" in result.output
 
 
-def test_online_service_takes_event_features_inline_or_from_a_snapshot_built_with_events(trained):
+def test_online_service_takes_event_features_inline_or_from_a_snapshot_built_with_events(trained, feature_table):
     runtime = trained["runtime"]
-    table = read_table(trained["tmp"] / "feats.parquet")
+    table = read_table(feature_table)
     snapshot = online.FeatureSnapshot.from_frame(table, [runtime.encoder], path="feats.parquet")
     rows = range(25)
     inline = []
