@@ -164,3 +164,21 @@ def test_cdnow_question_beats_bgnbd_gamma_gamma_on_all_three_figures(tmp_path):
     btyd = value_scores(expected_spend(fit_bgnbd(rfm), fit_gamma_gamma(rfm), rfm, 181), realised)
     assert ours["spearman"] > btyd["spearman"] and ours["top10_capture"] > btyd["top10_capture"], (ours, btyd)
     assert abs(ours["total_ratio"] - 1) < 0.05, ours
+
+
+def test_conditional_spend_stays_finite_when_the_alive_probability_underflows():
+    # 34 purchase days, then 420 days of silence: P(alive) is all but 0 (a ratio of two such small numbers lost its
+    # precision and gave values near 0); E[spend | a purchase] does not depend on it
+    rfm = Rfm.from_features([34.0], [420.0], [700.0], [1057.0])
+    assert BG.p_alive(rfm.x, rfm.t_x, rfm.age)[0] < 1e-9
+    conditional = btyd_conditional_spend(BG, GG, rfm, 180)
+    assert conditional[0] >= GG.expected_value(rfm.x, rfm.m)[0]  # at least one purchase of the expected size
+
+
+def test_the_12_month_ratio_is_that_of_the_unconditional_expectations():
+    rfm = Rfm.from_features([1, 3, 8], [5, 60, 30], [100, 300, 400], [40, 200, 900])
+    model = ValueModel(BG.to_dict(), GG.to_dict(), 90, ["btyd_conditional_spend"])
+    expected = BG.expected_purchases(rfm.x, rfm.t_x, rfm.age, 365) / BG.expected_purchases(rfm.x, rfm.t_x, rfm.age, 90)
+    frame = pd.DataFrame({"frequency": [1, 3, 8], "recency_days": [5, 60, 30], "tenure_days": [100, 300, 400],
+                          "monetary_total": [40, 200, 900]})
+    np.testing.assert_allclose(model.year_ratio(_columns(frame)), expected, rtol=1e-9)

@@ -42,9 +42,7 @@ def rfm_from_columns(column: Callable[[str], np.ndarray]) -> Rfm:
 
 def btyd_conditional_spend(bgnbd: BgNbd, gamma_gamma: GammaGamma, rfm: Rfm, days: float) -> np.ndarray:
     """E[spend in the next `days` | at least one purchase in them] under BG/NBD × Gamma-Gamma."""
-    purchases = bgnbd.expected_purchases(rfm.x, rfm.t_x, rfm.age, days)
-    buys = np.maximum(bgnbd.p_purchase(rfm.x, rfm.t_x, rfm.age, days), 1e-9)
-    return purchases / buys * gamma_gamma.expected_value(rfm.x, rfm.m)
+    return bgnbd.conditional_purchases(rfm.x, rfm.t_x, rfm.age, days) * gamma_gamma.expected_value(rfm.x, rfm.m)
 
 
 def design(column: Callable[[str], np.ndarray], names: list[str], bgnbd: BgNbd, gamma_gamma: GammaGamma,
@@ -108,8 +106,9 @@ class ValueModel:
         return baseline if caller is None else baseline * caller.predict(matrix)
 
     def year_ratio(self, column: Callable[[str], np.ndarray]) -> np.ndarray:
-        """E[purchases in 365 days] / E[purchases in the horizon] under BG/NBD: scales a horizon to 12 months."""
+        """E[purchases in 365 days] / E[purchases in the horizon] under BG/NBD: scales a horizon to 12 months (the
+        alive probability cancels, so it is left out: it underflows for long silences)."""
         rfm = rfm_from_columns(column)
-        horizon = self.bgnbd.expected_purchases(rfm.x, rfm.t_x, rfm.age, self.horizon_days)
-        year = self.bgnbd.expected_purchases(rfm.x, rfm.t_x, rfm.age, CLV_DAYS)
-        return year / np.maximum(horizon, 1e-12)
+        horizon = self.bgnbd.alive_purchases(rfm.x, rfm.age, self.horizon_days)
+        year = self.bgnbd.alive_purchases(rfm.x, rfm.age, CLV_DAYS)
+        return year / np.maximum(horizon, 1e-300)
