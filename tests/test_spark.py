@@ -215,15 +215,16 @@ def engaged(tmp_path_factory):
 
 
 @pytest.mark.parametrize("options", [
-    ["--profiles", "data/customers.parquet", "--event-top", "8"],
+    ["--profiles", "customers.parquet", "--event-top", "8"],
     ["--event-types", "visit,chat,email_open"],
 ], ids=["profiles-top-types", "given-types"])
 def test_features_build_with_events_on_spark_equals_the_pandas_path_with_prospects(engaged, monkeypatch, options):
-    monkeypatch.chdir(engaged)
-    data = ["--transactions", "data/transactions.parquet", "--as-of", AS_OF, "--events", "data/events.parquet",
-            *options]
-    _run("features", "build", *data, "--output", "events.parquet")
-    _run("features", "build", *data, "--engine", "spark", *MASTER, "--output", "events_spark")
+    # absolute paths: the JVM of a session started by an earlier test keeps that test's working directory
+    options = [str(engaged / "data" / o) if o.endswith(".parquet") else o for o in options]
+    data = ["--transactions", engaged / "data/transactions.parquet", "--as-of", AS_OF, "--events",
+            engaged / "data/events.parquet", *options]
+    _run("features", "build", *data, "--output", engaged / "events.parquet")
+    _run("features", "build", *data, "--engine", "spark", *MASTER, "--output", engaged / "events_spark")
     local = pd.read_parquet(engaged / "events.parquet")
     spark = pd.read_parquet(engaged / "events_spark")
     _same(spark, local)
@@ -240,8 +241,9 @@ def test_a_bad_events_file_on_spark_exits_2_naming_the_file_and_column(engaged, 
     events.to_csv(engaged / "bad_events.csv", index=False)
     events.drop(columns="event_type").to_csv(engaged / "no_type.csv", index=False)
     for name, words in (("bad_events.csv", "empty event type"), ("no_type.csv", "event_type")):
-        result = CliRunner().invoke(app, ["features", "build", "--transactions", "data/transactions.parquet",
-                                          "--as-of", AS_OF, "--events", name, "--engine", "spark", *MASTER,
-                                          "--output", f"out_{name}"])
+        result = CliRunner().invoke(app, ["features", "build", "--transactions",
+                                          str(engaged / "data/transactions.parquet"), "--as-of", AS_OF, "--events",
+                                          str(engaged / name), "--engine", "spark", *MASTER,
+                                          "--output", str(engaged / f"out_{name}")])
         assert result.exit_code == 2, result.output + repr(result.exception)
-        assert f"--events {name}" in result.output and words in result.output
+        assert f"--events {engaged / name}" in result.output and words in result.output
