@@ -192,8 +192,11 @@ def build_features(transactions: pd.DataFrame, as_of, profiles: pd.DataFrame | N
     features = pd.DataFrame({name: columns[name] for name in order}, index=index)
     if events is not None:
         features = _join_events(features, events, as_of, event_types)
-    if profiles is None:
-        return features
+    return features if profiles is None else join_profiles(features, profiles)
+
+
+def join_profiles(features: pd.DataFrame, profiles: pd.DataFrame) -> pd.DataFrame:
+    """`profiles`' columns left-joined to `features` on customer_id (the last step of `build_features`)."""
     if ID in profiles.columns:  # a raw profile table: index it by customer id first (else every join misses)
         from features.contracts import normalize_profiles
 

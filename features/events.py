@@ -90,7 +90,16 @@ def _ages(events: pd.DataFrame, as_of) -> np.ndarray:
 
 def top_event_types(events: pd.DataFrame, as_of, top: int = DEFAULT_TOP_TYPES) -> tuple[str, ...]:
     """The `top` most frequent types among events on or before `as_of` (ties: alphabetical)."""
-    counts = events.loc[_ages(events, as_of) >= 0, TYPE].value_counts()
+    return most_frequent_types(event_type_counts(events, as_of), top)
+
+
+def event_type_counts(events: pd.DataFrame, as_of) -> pd.Series:
+    """Events on or before `as_of` per type (summed over parts, they rank the types of a whole file)."""
+    return events.loc[_ages(events, as_of) >= 0, TYPE].value_counts()
+
+
+def most_frequent_types(counts: pd.Series, top: int = DEFAULT_TOP_TYPES) -> tuple[str, ...]:
+    """The `top` types with the largest counts (type → count; ties: alphabetical)."""
     ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
     return tuple(name for name, _ in ranked[:top])
 

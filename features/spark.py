@@ -115,10 +115,10 @@ def conform(frame: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:
         col = frame[name] if name in frame.columns else pd.Series(np.nan, index=frame.index)
         if isinstance(dtype, pd.CategoricalDtype) or getattr(dtype, "kind", "O") not in SPARK_TYPES:
             out[name] = col.astype(object).where(col.notna(), None).map(lambda v: v if v is None else str(v))
-        elif dtype.kind in "iu":
-            out[name] = pd.to_numeric(col).astype("int64")
+        elif dtype.kind in "iu":  # missing for a prospect without a profile: nullable
+            out[name] = pd.to_numeric(col).astype("Int64" if col.isna().any() else "int64")
         elif dtype.kind == "b":
-            out[name] = col.astype(bool)
+            out[name] = col.astype("boolean" if col.isna().any() else bool)
         else:
             out[name] = col.astype(dtype)
     return pd.DataFrame(out, index=frame.index)
@@ -127,14 +127,18 @@ def conform(frame: pd.DataFrame, like: pd.DataFrame) -> pd.DataFrame:
 def build_features_spark(spark, transactions: str | os.PathLike, as_of: pd.Timestamp,
                          profiles: str | os.PathLike | None = None, id_col: str = "customer_id",
                          time_col: str = "timestamp", amount_col: str = "amount", allow_refunds: bool = False,
-                         segment_rule=None, file_tier_column: str = "value_tier_in_file", categories=None):
+                         segment_rule=None, file_tier_column: str = "value_tier_in_file", categories=None,
+                         events=None):
     """The Spark DataFrame of `winback features build`: customer_id + features + lifecycle_stage + value tier.
 
     `segment_rule` = (SegmentConfig, thresholds) of a churn model, else the file's own quantiles (column
-    `file_tier_column`); `categories` those of a model's affinity columns, else the file's top ones."""
+    `file_tier_column`); `categories` those of a model's affinity columns, else the file's top ones. `events`
+    (`features.spark_events.EventSource`) adds the engagement features and the prospects: its types are fixed
+    once over the whole file, and each bucket's events go to the bucket's `build_features` (transactions and
+    events are cogrouped first; the profiles are joined to those features in a second cogroup)."""
     from pyspark.sql import functions as F
 
-    from features.build import build_features
+    from features.build import build_features, join_profiles
     from features.contracts import normalize_profiles, normalize_transactions
     from features.segment import SegmentConfig, segment, value_tier_thresholds
 
@@ -150,13 +154,26 @@ def build_features_spark(spark, transactions: str | os.PathLike, as_of: pd.Times
         return normalize_transactions(tx_part, id_col=id_col, time_col=time_col, amount_col=amount_col,
                                       allow_refunds=allow_refunds)
 
-    key = F.pmod(F.hash(F.col(id_col).cast("string")), F.lit(buckets))
-    reference = affinity_reference_spark(tx, key, normal, as_of, categories) if "category" in tx.columns else None
+    def bucket_of(column: str):
+        return F.pmod(F.hash(F.col(column).cast("string")), F.lit(buckets))
 
-    def features_of(tx_part: pd.DataFrame, prof_part: pd.DataFrame | None) -> pd.DataFrame:
+    key = bucket_of(id_col)
+    reference = affinity_reference_spark(tx, key, normal, as_of, categories) if "category" in tx.columns else None
+    ev = no_events = types = None
+    if events is not None:
+        from features.spark_events import prepare_events_spark
+
+        ev, no_events, types = prepare_events_spark(spark, events, as_of)
+        ev = ev.withColumn("_bucket", bucket_of(events.id_col))
+
+    def features_of(tx_part: pd.DataFrame, prof_part: pd.DataFrame | None,
+                    ev_part: pd.DataFrame | None = None) -> pd.DataFrame:
         attributes = normalize_profiles(prof_part, id_col=id_col) if prof_part is not None and len(prof_part) \
             else None
-        return build_features(normal(tx_part), as_of, attributes, affinity_reference=reference)
+        engagement = None if events is None else events.normalize(ev_part) if len(ev_part) else no_events
+        purchases = normal(tx_part) if len(tx_part) else no_purchases  # a bucket of prospects only
+        return build_features(purchases, as_of, attributes, events=engagement, event_types=types,
+                              affinity_reference=reference)
 
     # the output's columns and types, from a small sample through the same code
     sample_ids = [r[0] for r in tx.select(id_col).distinct().limit(200).collect()]
@@ -164,21 +181,44 @@ def build_features_spark(spark, transactions: str | os.PathLike, as_of: pd.Times
         raise DataError(f"{transactions}: the table is empty (no rows)")
     sample_tx = tx.where(F.col(id_col).isin(sample_ids)).toPandas()
     sample_prof = prof.where(F.col(id_col).isin(sample_ids)).toPandas() if prof is not None else None
-    sample = features_of(sample_tx, sample_prof)
+    no_purchases = normal(sample_tx).iloc[:0]
+    sample_ev = ev.drop("_bucket").where(F.col(events.id_col).isin(sample_ids)).toPandas() if ev is not None \
+        else None
+    sample = features_of(sample_tx, sample_prof, sample_ev)
     config, thresholds = segment_rule if segment_rule is not None else (SegmentConfig(), (0.0, 0.0))
     template = segment(sample, config, thresholds=thresholds).reset_index()
     if segment_rule is None:
         template = template.rename(columns={"value_tier": file_tier_column})
     schema = spark_schema(template)
 
-    def plain(tx_part: pd.DataFrame, prof_part: pd.DataFrame | None) -> pd.DataFrame:
+    def plain(tx_part: pd.DataFrame, prof_part: pd.DataFrame | None, ev_part=None) -> pd.DataFrame:
         tx_part = tx_part.drop(columns="_bucket")
         prof_part = None if prof_part is None else prof_part.drop(columns="_bucket")
-        return features_of(tx_part, prof_part)
+        ev_part = None if ev_part is None else ev_part.drop(columns="_bucket")
+        return features_of(tx_part, prof_part, ev_part)
 
     feature_template = sample.reset_index()
     feature_schema = spark_schema(feature_template)
-    if prof is None:
+    if ev is not None:
+        engaged_template = features_of(sample_tx, None, sample_ev).reset_index().assign(_bucket=0)
+        engaged = tx.withColumn("_bucket", key).groupBy("_bucket").cogroup(ev.groupBy("_bucket")).applyInPandas(
+            lambda t, e: conform(plain(t, None, e).reset_index().assign(_bucket=_bucket_in(t, e)), engaged_template),
+            spark_schema(engaged_template))
+        if prof is None:
+            built = engaged.drop("_bucket")
+        else:
+            def with_profiles(f: pd.DataFrame, p: pd.DataFrame) -> pd.DataFrame:
+                if not len(f):
+                    return feature_template.iloc[:0]
+                frame = f.drop(columns="_bucket").set_index("customer_id")
+                if len(p):
+                    frame = join_profiles(frame, normalize_profiles(p.drop(columns="_bucket"), id_col=id_col))
+                return conform(frame.reset_index(), feature_template)
+
+            built = engaged.groupBy("_bucket").cogroup(  # keys of one type (bigint), else no group meets
+                prof.withColumn("_bucket", key.cast("bigint")).groupBy("_bucket")) \
+                .applyInPandas(with_profiles, feature_schema)
+    elif prof is None:
         built = tx.withColumn("_bucket", key).groupBy("_bucket").applyInPandas(
             lambda part: conform(plain(part, None).reset_index(), feature_template), feature_schema)
     else:
@@ -202,6 +242,11 @@ def build_features_spark(spark, transactions: str | os.PathLike, as_of: pd.Times
             yield conform(out, template)
 
     return built.mapInPandas(segmented, schema)
+
+
+def _bucket_in(*parts: pd.DataFrame) -> int:
+    """The bucket of a cogrouped call (one side may be empty)."""
+    return int(next(part["_bucket"].iloc[0] for part in parts if len(part)))
 
 
 def affinity_reference_spark(tx, key, normal, as_of, categories=None):

@@ -144,12 +144,10 @@ def test_features_build_with_mapped_event_columns_writes_prospects(tmp_path):
     assert out.loc["1", "events_visit_7d"] == 0 and out.loc["1", "lifecycle_stage"] == "new"
 
 
-def test_events_with_the_spark_engine_are_refused_with_exit_2(tmp_path):
-    (tmp_path / "tx.csv").write_text(TX_CSV)
-    result = runner.invoke(app, ["features", "build", "--transactions", str(tmp_path / "tx.csv"), "--as-of", AS_OF,
-                                 "--output", str(tmp_path / "out"), "--events", str(tmp_path / "ev.csv"),
-                                 "--engine", "spark"])
-    assert result.exit_code == 2 and "--engine spark" in result.output
+def test_events_with_spark_scoring_are_refused_with_exit_2_naming_features_build(tmp_path):
+    result = runner.invoke(app, ["score", "--model", "m", "--features", str(tmp_path / "f.parquet"), "--output",
+                                 str(tmp_path / "out"), "--events", str(tmp_path / "ev.csv"), "--engine", "spark"])
+    assert result.exit_code == 2 and "--engine spark" in result.output and "features build" in result.output
 
 
 # -- the simulator ---------------------------------------------------------------------------------

@@ -195,3 +195,55 @@ def test_score_and_recommend_on_a_standalone_cluster_equal_the_pandas_path(works
     _run("recommend", "--model", uplift, "--input", "cluster_features.parquet", *cluster, "--output", "cluster_recs")
     _same(pd.read_parquet(root / "cluster_recs"), pd.read_parquet(root / "cluster_recs.parquet"))
     assert list(worker_dir.glob("app-*/*/stderr"))  # the commands ran as an application on the cluster's worker
+
+
+@pytest.fixture(scope="module")
+def engaged(tmp_path_factory):
+    """A simulation with events, three prospects (events, no purchase; one only after as_of) and a type ('chat')
+    that only two customers have, so most buckets lack it."""
+    root = tmp_path_factory.mktemp("spark_events")
+    sim = simulate(customers=600, seed=5, events=True)
+    write_simulation(sim, root / "data")
+    extra = pd.DataFrame({"customer_id": ["P001", "P002", "P002", "P003", sim.events["customer_id"].iloc[0],
+                                          sim.events["customer_id"].iloc[-1]],
+                          "timestamp": pd.to_datetime(["2025-12-01", "2025-11-03", "2025-12-30", "2026-02-01",
+                                                       "2025-12-20", "2025-10-15"]),
+                          "event_type": ["visit", "Chat", "visit", "visit", "chat", "chat"],
+                          "channel": ["web", None, "app", "web", "app", "app"]})
+    pd.concat([sim.events, extra], ignore_index=True).to_parquet(root / "data" / "events.parquet", index=False)
+    return root
+
+
+@pytest.mark.parametrize("options", [
+    ["--profiles", "customers.parquet", "--event-top", "8"],
+    ["--event-types", "visit,chat,email_open"],
+], ids=["profiles-top-types", "given-types"])
+def test_features_build_with_events_on_spark_equals_the_pandas_path_with_prospects(engaged, monkeypatch, options):
+    # absolute paths: the JVM of a session started by an earlier test keeps that test's working directory
+    options = [str(engaged / "data" / o) if o.endswith(".parquet") else o for o in options]
+    data = ["--transactions", engaged / "data/transactions.parquet", "--as-of", AS_OF, "--events",
+            engaged / "data/events.parquet", *options]
+    _run("features", "build", *data, "--output", engaged / "events.parquet")
+    _run("features", "build", *data, "--engine", "spark", *MASTER, "--output", engaged / "events_spark")
+    local = pd.read_parquet(engaged / "events.parquet")
+    spark = pd.read_parquet(engaged / "events_spark")
+    _same(spark, local)
+    ids = spark.set_index("customer_id")
+    assert ids.loc[["P001", "P002"], "lifecycle_stage"].tolist() == ["prospect", "prospect"]
+    assert "P003" not in ids.index  # its only event is after as_of
+    assert ids.loc["P002", "events_chat_90d"] == 1 and ids["events_chat_90d"].sum() == 3
+
+
+def test_a_bad_events_file_on_spark_exits_2_naming_the_file_and_column(engaged, monkeypatch):
+    monkeypatch.chdir(engaged)
+    events = pd.read_parquet(engaged / "data" / "events.parquet").head(5000)
+    events.loc[4000, "event_type"] = "  "  # past the rows the driver looks at first: found by the Spark pass
+    events.to_csv(engaged / "bad_events.csv", index=False)
+    events.drop(columns="event_type").to_csv(engaged / "no_type.csv", index=False)
+    for name, words in (("bad_events.csv", "empty event type"), ("no_type.csv", "event_type")):
+        result = CliRunner().invoke(app, ["features", "build", "--transactions",
+                                          str(engaged / "data/transactions.parquet"), "--as-of", AS_OF, "--events",
+                                          str(engaged / name), "--engine", "spark", *MASTER,
+                                          "--output", str(engaged / f"out_{name}")])
+        assert result.exit_code == 2, result.output + repr(result.exception)
+        assert f"--events {engaged / name}" in result.output and words in result.output

@@ -74,7 +74,6 @@ def build_command(
 
     cutoff = parse_date(as_of, "--as-of")
     spark = cli_spark.check_engine(engine)
-    cli_events.refuse_spark(events, spark)
     types, top = cli_events.event_types(event_types, event_top)
     if not spark:
         table_format(output)
@@ -90,8 +89,13 @@ def build_command(
             types = _model_event_types(runtime)
         categories = model_affinity_categories(runtime)  # its affinity columns; without a model, the data's top ones
     if spark:
+        source = None
+        if events is not None:
+            from features.spark_events import EventSource
+
+            source = EventSource(events, event_id_col or id_col, event_time_col, event_type_col, types, top)
         rows = cli_spark.features_build(spark_master, transactions, profiles, cutoff, output, id_col, time_col,
-                                        amount_col, allow_refunds, rule, FILE_TIER, categories)
+                                        amount_col, allow_refunds, rule, FILE_TIER, categories, source)
         console.print(f"wrote {rows:,} customers to {output} (Parquet directory; Spark; as of {cutoff.date()})",
                       highlight=False)
         return

@@ -66,8 +66,10 @@ def event_types(text: str | None, top: int):
 
 
 def refuse_spark(events: Path | None, spark: bool) -> None:
-    """The Spark engine does not compute event features (yet): say so, exit 2."""
+    """Where `--engine spark` reads a feature table, not transactions (`score`), events have no place: exit 2.
+    `features build --engine spark` takes them."""
     if events is not None and spark:
         from features.errors import DataError
 
-        raise DataError("--events: not supported with --engine spark yet; use --engine pandas")
+        raise DataError("--events: --engine spark builds event features in `winback features build --engine spark "
+                        "--events FILE`; give that table to --features, or use --engine pandas")

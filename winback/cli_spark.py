@@ -29,12 +29,13 @@ def check_engine(engine: str) -> bool:
 
 def features_build(master, transactions: Path, profiles: Path | None, as_of, output: Path, id_col: str,
                    time_col: str, amount_col: str, allow_refunds: bool, segment_rule, file_tier: str,
-                   categories=None) -> int:
+                   categories=None, events=None) -> int:
+    """`events`: a `features.spark_events.EventSource` or None."""
     from features.spark import build_features_spark, spark_session, write_parquet_dir
 
     spark = spark_session(master)
     frame = build_features_spark(spark, transactions, as_of, profiles, id_col, time_col, amount_col, allow_refunds,
-                                 segment_rule, file_tier, categories)
+                                 segment_rule, file_tier, categories, events)
     write_parquet_dir(frame, output)
     return spark.read.parquet(str(output)).count()
 
