@@ -29,6 +29,7 @@ from features.simulate import simulate
 from features.simulate.campaign import OTHER_SUFFIX
 from serving.runtime.decision import CONTROL, decide
 from serving.runtime.uplift import load_uplift_runtime
+from uplift_simulator_truth import value_of  # a sibling script: run this one as `python benchmarks/…`
 
 
 def true_net_values(truth: pd.DataFrame, runtime, other: np.ndarray) -> np.ndarray:
@@ -41,11 +42,6 @@ def true_net_values(truth: pd.DataFrame, runtime, other: np.ndarray) -> np.ndarr
             p_arm[:, j] = np.where(other, truth[f"p_convert:{arm}{OTHER_SUFFIX}"], p_arm[:, j])
     gain = cat.outcome_value * (p_arm - truth[[f"p_convert:{cat.control}"]].to_numpy())
     return gain - cat.costs - cat.redemption_costs * p_arm
-
-
-def value_of(decision: np.ndarray, net: np.ndarray) -> float:
-    picked = net[np.arange(len(net)), np.maximum(decision, 0)]
-    return float(np.where(decision == CONTROL, 0.0, picked).sum())
 
 
 def main() -> None:

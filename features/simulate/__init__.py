@@ -169,13 +169,17 @@ def _events_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(EVENTS_STREAM,)))
 
 
-def events_frame(table: dict[str, np.ndarray], ids: np.ndarray) -> pd.DataFrame:
+def timestamps(table: dict[str, np.ndarray]) -> np.ndarray:
+    """datetime64[us] of simulated rows from their history day and second of the day."""
     seconds = table["day"] * 86400 + table["seconds"]
-    timestamp = np.datetime64(HISTORY_START.date(), "s") + seconds.astype("timedelta64[s]")
+    return (np.datetime64(HISTORY_START.date(), "s") + seconds.astype("timedelta64[s]")).astype("datetime64[us]")
+
+
+def events_frame(table: dict[str, np.ndarray], ids: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "customer_id": labels(ids, table["customer"]),
-            "timestamp": timestamp.astype("datetime64[us]"),
+            "timestamp": timestamps(table),
             "event_type": labels(engagement.EVENT_TYPES, table["type"]),
             "channel": labels(engagement.EVENT_CHANNELS, table["type"]),
         }
@@ -216,12 +220,10 @@ def labels(names: np.ndarray, codes: np.ndarray) -> pd.api.extensions.ExtensionA
 
 
 def transactions_frame(table: dict[str, np.ndarray], ids: np.ndarray) -> pd.DataFrame:
-    seconds = table["day"] * 86400 + table["seconds"]
-    timestamp = np.datetime64(HISTORY_START.date(), "s") + seconds.astype("timedelta64[s]")
     return pd.DataFrame(
         {
             "customer_id": labels(ids, table["customer"]),
-            "timestamp": timestamp.astype("datetime64[us]"),
+            "timestamp": timestamps(table),
             "amount": table["amount"],
             "quantity": table["quantity"],
             "category": labels(CATEGORIES, table["category"]),

@@ -212,8 +212,7 @@ def recommend_rows(churn: ChurnRuntime, uplift: UpliftRuntime, customers: Sequen
              "uplift": dict(zip(arms, up[i])), "churn_probability": p[i]}
             for i, c in enumerate(customers)]
     if cols.featured_category is not None:  # a personalised arm: what it features for each customer
-        affinity = [None if np.isnan(v) else v for v in cols.category_affinity.tolist()]
-        for row, featured, value in zip(rows, cols.featured_category.tolist(), affinity):
+        for row, featured, value in zip(rows, cols.featured_category.tolist(), _finite(cols.category_affinity)):
             row["featured_category"], row["category_affinity"] = str(featured), value
     return rows
 

@@ -3,12 +3,11 @@ vs current histograms for the most drifted features and the model's output."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 
 import numpy as np
 
+from serving.figures import png_base64
 from serving.monitoring.drift import bin_shares
 
 TOP_FEATURES = 6
@@ -41,10 +40,7 @@ def _histogram(name: str, summary: dict, values, figures: dict) -> str:
     ax.set_title(f"{name}: PSI {figures['psi']:.3f} ({figures['status']})", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90)
-    plt.close(fig)
-    return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{base64.b64encode(buffer.getvalue()).decode()}">'
+    return f'<img alt="{html.escape(name)}" src="data:image/png;base64,{png_base64(fig, dpi=90)}">'
 
 
 def _number(value) -> str:

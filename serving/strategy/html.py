@@ -3,12 +3,11 @@ that reads on a laptop and prints on A4. Figures the browser test checks carry i
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 
 import numpy as np
 
+from serving.figures import png_base64
 from serving.strategy.tables import segment_name
 
 CSS = """
@@ -40,12 +39,7 @@ def _figure(key: str, label: str, value, shown: str) -> str:
 
 
 def _png(fig) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
+    return png_base64(fig, dpi=100)
 
 
 def _pyplot():

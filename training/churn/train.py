@@ -316,7 +316,7 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
 
         tiers, segment_config = _value_tier_setup(data)
         value = fit_value_model(data, data.description.get("horizon_days"), config.trials, config.seed,
-                                config.threads) if data.kind == "transactions" else None
+                                config.threads)
         runtime = ChurnRuntime(
             encoder=encoder, booster_model=booster.model_to_string(), calibration=calibration,
             risk_thresholds={k: float(np.quantile(p_valid, q)) for k, q in RISK_QUANTILES.items()},

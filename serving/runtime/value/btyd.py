@@ -63,14 +63,17 @@ class BgNbd:
         """P(the customer has not dropped out by `age`)."""
         return 1.0 / (1.0 + self._odds_dead(x, t_x, age))
 
+    def _silent(self, x, age, t: float) -> np.ndarray:
+        """P(no purchase in (age, age + t] | alive): E[exp(−λt)] with λ ~ Gamma(r + x, α + age) a posteriori."""
+        x, age = np.asarray(x, dtype=float), np.asarray(age, dtype=float)
+        return np.exp((self.r + x) * (np.log(self.alpha + age) - np.log(self.alpha + age + t)))
+
     def alive_purchases(self, x, age, t: float) -> np.ndarray:
         """E[purchases in (age, age + t] | x, age, alive at age]: the numerator of equation 10."""
         x, age = np.asarray(x, dtype=float), np.asarray(age, dtype=float)
         r, alpha, a, b = self.r, self.alpha, self.a, self.b
-        z = t / (alpha + age + t)
-        decay = np.exp((r + x) * (np.log(alpha + age) - np.log(alpha + age + t)))
-        hyper = special.hyp2f1(r + x, b + x, a + b + x - 1.0, z)
-        return (a + b + x - 1.0) / (a - 1.0) * (1.0 - decay * hyper)
+        hyper = special.hyp2f1(r + x, b + x, a + b + x - 1.0, t / (alpha + age + t))
+        return (a + b + x - 1.0) / (a - 1.0) * (1.0 - self._silent(x, age, t) * hyper)
 
     def expected_purchases(self, x, t_x, age, t: float) -> np.ndarray:
         """E[purchases in (age, age + t] | x, t_x, age] (equation 10 of the paper)."""
@@ -79,16 +82,11 @@ class BgNbd:
     def conditional_purchases(self, x, t_x, age, t: float) -> np.ndarray:
         """E[purchases in (age, age + t] | at least one]: the alive probability cancels, so this stays finite for
         customers whose alive probability underflows (long silences after many purchases)."""
-        x, age = np.asarray(x, dtype=float), np.asarray(age, dtype=float)
-        silent = np.exp((self.r + x) * (np.log(self.alpha + age) - np.log(self.alpha + age + t)))
-        return self.alive_purchases(x, age, t) / np.maximum(1.0 - silent, 1e-300)
+        return self.alive_purchases(x, age, t) / np.maximum(1.0 - self._silent(x, age, t), 1e-300)
 
     def p_purchase(self, x, t_x, age, t: float) -> np.ndarray:
-        """P(at least one purchase in (age, age + t]): alive × (1 − P(no purchase in t | alive)), where the
-        rate of an alive customer is Gamma(r + x, α + age) a posteriori."""
-        x, age = np.asarray(x, dtype=float), np.asarray(age, dtype=float)
-        silent = np.exp((self.r + x) * (np.log(self.alpha + age) - np.log(self.alpha + age + t)))
-        return self.p_alive(x, t_x, age) * (1.0 - silent)
+        """P(at least one purchase in (age, age + t]): alive × (1 − P(no purchase in t | alive))."""
+        return self.p_alive(x, t_x, age) * (1.0 - self._silent(x, age, t))
 
     def to_dict(self) -> dict:
         return asdict(self)
