@@ -179,6 +179,4 @@ def test_the_12_month_ratio_is_that_of_the_unconditional_expectations():
     rfm = Rfm.from_features([1, 3, 8], [5, 60, 30], [100, 300, 400], [40, 200, 900])
     model = ValueModel(BG.to_dict(), GG.to_dict(), 90, ["btyd_conditional_spend"])
     expected = BG.expected_purchases(rfm.x, rfm.t_x, rfm.age, 365) / BG.expected_purchases(rfm.x, rfm.t_x, rfm.age, 90)
-    frame = pd.DataFrame({"frequency": [1, 3, 8], "recency_days": [5, 60, 30], "tenure_days": [100, 300, 400],
-                          "monetary_total": [40, 200, 900]})
-    np.testing.assert_allclose(model.year_ratio(_columns(frame)), expected, rtol=1e-9)
+    np.testing.assert_allclose(model.year_ratio(rfm), expected, rtol=1e-9)

@@ -20,7 +20,7 @@ from serving.runtime.boosters import BoosterCaller
 from serving.runtime.encoding import FeatureEncoder
 from serving.runtime.reference import load_reference, save_reference
 from serving.runtime import linear as linear_model
-from serving.runtime.value import VALUE_BOOSTER_FILE, ValueModel
+from serving.runtime.value import VALUE_BOOSTER_FILE, ValueModel, rfm_from_columns
 
 FORMAT_VERSION = 1
 BOOSTER_FILE = "booster.txt"
@@ -264,11 +264,12 @@ class ChurnRuntime:
         def column(name: str) -> np.ndarray:
             return self._column(X, name)
 
-        retained = self.value.if_retained(column)
+        rfm = rfm_from_columns(column)
+        retained = self.value.if_retained(column, rfm)
         expected = (1.0 - probability) * retained
         return {"expected_spend": np.round(expected, 2), "value_if_retained": np.round(retained, 2),
                 "value_at_risk": np.round(probability * retained, 2),
-                "clv_12m": np.round(expected * self.value.year_ratio(column), 2)}
+                "clv_12m": np.round(expected * self.value.year_ratio(rfm), 2)}
 
     def score_array(self, X) -> pd.DataFrame:
         """churn_probability, risk_tier and, for transaction models, lifecycle_stage, value_tier and the value

@@ -46,7 +46,7 @@ def btyd_conditional_spend(bgnbd: BgNbd, gamma_gamma: GammaGamma, rfm: Rfm, days
 
 
 def design(column: Callable[[str], np.ndarray], names: list[str], bgnbd: BgNbd, gamma_gamma: GammaGamma,
-           horizon_days: float) -> tuple[np.ndarray, np.ndarray]:
+           horizon_days: float, rfm: Rfm | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(the trees' input matrix with columns `names`, the baseline conditional spend), one row per customer.
 
     `column(name)` returns a feature column as floats; training passes a DataFrame's, serving the encoded
@@ -99,16 +99,15 @@ class ValueModel:
             self._booster_caller = BoosterCaller(lgb.Booster(model_str=self.booster_model))
         return self._booster_caller
 
-    def if_retained(self, column: Callable[[str], np.ndarray]) -> np.ndarray:
+    def if_retained(self, column: Callable[[str], np.ndarray], rfm: Rfm | None = None) -> np.ndarray:
         """value_if_retained per customer: the baseline × the trees' correction (exp of their raw score)."""
-        matrix, baseline = design(column, self.columns, self.bgnbd, self.gamma_gamma, self.horizon_days)
+        matrix, baseline = design(column, self.columns, self.bgnbd, self.gamma_gamma, self.horizon_days, rfm)
         caller = self._caller
         return baseline if caller is None else baseline * caller.predict(matrix)
 
-    def year_ratio(self, column: Callable[[str], np.ndarray]) -> np.ndarray:
+    def year_ratio(self, rfm: Rfm) -> np.ndarray:
         """E[purchases in 365 days] / E[purchases in the horizon] under BG/NBD: scales a horizon to 12 months (the
         alive probability cancels, so it is left out: it underflows for long silences)."""
-        rfm = rfm_from_columns(column)
         horizon = self.bgnbd.alive_purchases(rfm.x, rfm.age, self.horizon_days)
         year = self.bgnbd.alive_purchases(rfm.x, rfm.age, CLV_DAYS)
         return year / np.maximum(horizon, 1e-300)
