@@ -72,7 +72,15 @@ def log_dataset(frame: pd.DataFrame, name: str, context: str, target: str | None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # MLflow's schema inference warns about integer columns with missing values
         dataset = mlflow.data.from_pandas(frame.reset_index(), name=name, targets=target)
-        mlflow.log_input(dataset, context=context)
+        try:
+            mlflow.log_input(dataset, context=context)
+        except mlflow.exceptions.MlflowException as error:
+            # workers logging the same table at once (same experiment, name, digest): MLflow's SQL store looks the
+            # dataset up, then inserts it, and a PostgreSQL-backed server refuses the second insert (measured,
+            # UniqueViolation on dataset_pk). By now the dataset exists, and a second call links it to this run.
+            if "dataset_pk" not in str(error) and "UNIQUE constraint" not in str(error):
+                raise
+            mlflow.log_input(dataset, context=context)
 
 
 def describe_run(text: str) -> None:
