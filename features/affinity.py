@@ -133,6 +133,7 @@ def _shares(codes: np.ndarray, age: np.ndarray, amount: np.ndarray, labels: pd.S
     category = np.where(position >= 0, position, k)  # the others (and missing labels) share one bucket
     weight = np.maximum(np.nan_to_num(amount), 0.0) * np.exp2(-age / HALF_LIFE_DAYS)
     weighted = np.bincount(codes * (k + 1) + category, weights=weight, minlength=n * (k + 1)).reshape(n, k + 1)
+    weighted = weighted.astype(np.float64, copy=False)  # bincount of no rows is integer, even with weights
     rows = np.bincount(codes[known], minlength=n).astype(float)
     total = weighted.sum(axis=1, keepdims=True)
     share = np.divide(weighted, total, out=np.zeros_like(weighted), where=total > 0)[:, :-1]

@@ -142,7 +142,7 @@ def _top_label(codes: np.ndarray, labels: pd.Series, n: int) -> tuple[np.ndarray
     known = label_code >= 0
     shift = max(len(names) - 1, 0).bit_length()
     keys = np.sort((codes[known] << shift) | label_code[known])
-    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.empty(0, dtype=np.intp)
     pairs = keys[starts]
     rows = np.diff(np.r_[starts, len(keys)])
     pair_code, pair_label = pairs >> shift, pairs & ((1 << shift) - 1)

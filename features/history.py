@@ -9,152 +9,157 @@ channel of every engagement event. Nothing is summarised away, for two reasons:
 - **exact as of any later time, whatever the arrival order.** A late event (yesterday's purchase arriving
   after today's) slots into the gaps, windows and affinity weights exactly as in a batch build, which
   running totals cannot do for gap standard deviations or for a window that a late row enters and leaves;
-- **one implementation.** `history_features` rebuilds the few rows of the asked customers and calls
+- **one implementation.** `history_features` rebuilds the rows of the asked customers and calls
   `build_features` on them, so the online features *are* the batch features (`tests/test_online_store.py`
   compares every column for every customer of CDNOW and of the simulator).
 
-Compact means binary and small: 4 bytes a day, 8 an amount, 8 a quantity, 4 + 4 label codes per purchase
-row, 12 bytes per engagement event, labels stored once per record (`encode` / `decode`).
+Compact and cheap to grow: a record is a 12-byte header and fixed-width rows, 28 bytes per purchase
+(day i4, amount f8, quantity f8, category i4, channel i4) and 12 per engagement event (day i4, type i4,
+channel i4). Labels are codes into one store-wide list (`Labels`, −1 = missing), so appending rows is
+joining bytes, and the rows of thousands of customers become one table with one `np.frombuffer`.
 """
 
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from features.contracts import AMOUNT, ID, TIME
 
-MAGIC = b"WBH1"
-_HEADER = struct.Struct("<4sIII")  # magic, purchase rows, engagement events, label bytes
-_SEP = "\x1f"  # between labels (unit separator: never part of a category, channel or type name)
+MAGIC = b"WBH2"
+_HEADER = struct.Struct("<4sII")  # magic, purchase rows, engagement events
+PURCHASE = np.dtype([("day", "<i4"), ("amount", "<f8"), ("quantity", "<f8"), ("category", "<i4"),
+                     ("channel", "<i4")])
+EVENT = np.dtype([("day", "<i4"), ("type", "<i4"), ("channel", "<i4")])
 EPOCH = np.datetime64("1970-01-01", "D")
 
 
-@dataclass
 class History:
-    """One customer's rows. Days are days since 1970-01-01; labels are index into `labels` (−1 = missing)."""
+    """One customer's record: the bytes themselves (`encode` / `decode` are free), with views of its rows."""
 
-    day: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
-    amount: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
-    quantity: np.ndarray = field(default_factory=lambda: np.empty(0, np.float64))
-    category: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
-    channel: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
-    event_day: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
-    event_type: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
-    event_channel: np.ndarray = field(default_factory=lambda: np.empty(0, np.int32))
-    labels: list[str] = field(default_factory=list)
+    __slots__ = ("blob",)
+
+    def __init__(self, blob: bytes | None = None):
+        self.blob = blob if blob is not None else _HEADER.pack(MAGIC, 0, 0)
 
     @property
     def purchases(self) -> int:
-        return len(self.day)
+        return _HEADER.unpack_from(self.blob)[1]
 
     @property
     def events(self) -> int:
-        return len(self.event_day)
+        return _HEADER.unpack_from(self.blob)[2]
+
+    def purchase_rows(self) -> np.ndarray:
+        return np.frombuffer(self.blob, dtype=PURCHASE, count=self.purchases, offset=_HEADER.size)
+
+    def event_rows(self) -> np.ndarray:
+        return np.frombuffer(self.blob, dtype=EVENT, count=self.events,
+                             offset=_HEADER.size + self.purchases * PURCHASE.itemsize)
 
     def last_day(self) -> int | None:
         """The newest day of any row (None for an empty record)."""
-        days = [int(a.max()) for a in (self.day, self.event_day) if len(a)]
+        days = [int(rows["day"].max()) for rows in (self.purchase_rows(), self.event_rows()) if len(rows)]
         return max(days) if days else None
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, History) and self.blob == other.blob
+
+    def __repr__(self) -> str:
+        return f"History({self.purchases} purchases, {self.events} events)"
 
 
 def encode(history: History) -> bytes:
-    """The record as bytes (see the module docstring for the layout)."""
-    text = _SEP.join(history.labels).encode()
-    return b"".join([
-        _HEADER.pack(MAGIC, history.purchases, history.events, len(text)),
-        history.day.astype("<i4").tobytes(), history.amount.astype("<f8").tobytes(),
-        history.quantity.astype("<f8").tobytes(), history.category.astype("<i4").tobytes(),
-        history.channel.astype("<i4").tobytes(), history.event_day.astype("<i4").tobytes(),
-        history.event_type.astype("<i4").tobytes(), history.event_channel.astype("<i4").tobytes(), text])
+    return history.blob
 
 
 def decode(blob: bytes) -> History:
-    """The record written by `encode`; ValueError for bytes that are not one."""
-    magic, n, m, text_len = _HEADER.unpack_from(blob)
+    """The record of these bytes; ValueError for bytes that are not one."""
+    if len(blob) < _HEADER.size:
+        raise ValueError("not a winback history record")
+    magic, n, m = _HEADER.unpack_from(blob)
     if magic != MAGIC:
         raise ValueError("not a winback history record")
-    offset = _HEADER.size
-    parts = []
-    for dtype, count in (("<i4", n), ("<f8", n), ("<f8", n), ("<i4", n), ("<i4", n), ("<i4", m), ("<i4", m),
-                         ("<i4", m)):
-        parts.append(np.frombuffer(blob, dtype=dtype, count=count, offset=offset))
-        offset += parts[-1].nbytes
-    text = blob[offset:offset + text_len].decode()
-    if offset + text_len != len(blob):
+    if len(blob) != _HEADER.size + n * PURCHASE.itemsize + m * EVENT.itemsize:
         raise ValueError("winback history record: wrong length")
-    return History(*parts, labels=text.split(_SEP) if text_len else [])
+    return History(bytes(blob))
 
 
-@dataclass(frozen=True)
-class Rows:
-    """Incoming rows as arrays, sliced per customer without a DataFrame per customer: purchase rows
-    (transactions contract) or engagement events (events contract; `amount` and `quantity` unused)."""
-
-    day: np.ndarray
-    amount: np.ndarray
-    quantity: np.ndarray
-    first: np.ndarray  # category of a purchase, type of an event (object array, None = missing)
-    channel: np.ndarray
-
-    @classmethod
-    def purchases(cls, frame: pd.DataFrame) -> "Rows":
-        n = len(frame)
-        return cls(_days(frame[TIME]), frame[AMOUNT].to_numpy(dtype=np.float64),
-                   frame["quantity"].to_numpy(dtype=np.float64) if "quantity" in frame else np.full(n, np.nan),
-                   _labels(frame, "category"), _labels(frame, "channel"))
-
-    @classmethod
-    def events(cls, frame: pd.DataFrame) -> "Rows":
-        n = len(frame)
-        return cls(_days(frame[TIME]), np.zeros(n), np.zeros(n), _labels(frame, "event_type"),
-                   _labels(frame, "channel"))
-
-    def take(self, positions: np.ndarray) -> "Rows":
-        return Rows(self.day[positions], self.amount[positions], self.quantity[positions], self.first[positions],
-                    self.channel[positions])
+def append(history: History, purchases: bytes = b"", events: bytes = b"") -> History:
+    """A new record: `history` plus purchase rows and engagement events (bytes of `PURCHASE` / `EVENT` rows,
+    as `by_customer` cuts them), in arrival order."""
+    if not purchases and not events:
+        return history
+    blob = history.blob
+    n, m = _HEADER.unpack_from(blob)[1:]
+    split = _HEADER.size + n * PURCHASE.itemsize
+    return History(b"".join([_HEADER.pack(MAGIC, n + len(purchases) // PURCHASE.itemsize,
+                                          m + len(events) // EVENT.itemsize),
+                             blob[_HEADER.size:split], purchases, blob[split:], events]))
 
 
-def _labels(frame: pd.DataFrame, name: str) -> np.ndarray:
-    if name not in frame:
-        return np.full(len(frame), None, dtype=object)
-    values = frame[name]
-    return values.astype(object).where(values.notna(), None).to_numpy(dtype=object)
+class Labels:
+    """The store-wide list of category, channel and event-type names; a row holds a name's position."""
 
+    def __init__(self, names: Iterable[str] = ()):
+        self.names = list(names)
+        self._position = {name: i for i, name in enumerate(self.names)}
 
-def append(history: History, purchases: Rows | None = None, events: Rows | None = None) -> History:
-    """A new record: `history` plus this customer's purchase rows and engagement events, in arrival order."""
-    labels = list(history.labels)
-    position = {name: i for i, name in enumerate(labels)}
-
-    def codes(values) -> np.ndarray:
-        out = np.full(len(values), -1, dtype=np.int32)
-        for i, value in enumerate(values):
-            if value is None:
-                continue
-            code = position.get(value)
+    def codes(self, values) -> np.ndarray:
+        """Codes of `values` (−1 for missing), adding names not seen before."""
+        found, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+        mapping = np.empty(len(uniques) + 1, dtype=np.int32)
+        for i, name in enumerate(uniques):
+            name = str(name)
+            code = self._position.get(name)
             if code is None:
-                code = position[value] = len(labels)
-                labels.append(value)
-            out[i] = code
-        return out
+                code = self._position[name] = len(self.names)
+                self.names.append(name)
+            mapping[i] = code
+        mapping[-1] = -1
+        return mapping[found]
 
-    out = History(**{name: getattr(history, name) for name in History.__dataclass_fields__ if name != "labels"},
-                  labels=labels)
-    if purchases is not None and len(purchases.day):
-        out.day = np.concatenate([history.day, purchases.day])
-        out.amount = np.concatenate([history.amount, purchases.amount])
-        out.quantity = np.concatenate([history.quantity, purchases.quantity])
-        out.category = np.concatenate([history.category, codes(purchases.first)])
-        out.channel = np.concatenate([history.channel, codes(purchases.channel)])
-    if events is not None and len(events.day):
-        out.event_day = np.concatenate([history.event_day, events.day])
-        out.event_type = np.concatenate([history.event_type, codes(events.first)])
-        out.event_channel = np.concatenate([history.event_channel, codes(events.channel)])
+    def lookup(self) -> np.ndarray:
+        """names as an object array with None last, so that `lookup()[codes]` maps −1 to None."""
+        return np.asarray([*self.names, None], dtype=object)
+
+
+def purchase_records(frame: pd.DataFrame, labels: Labels) -> np.ndarray:
+    """Purchase rows (transactions contract) as `PURCHASE` records, in frame order."""
+    out = np.empty(len(frame), dtype=PURCHASE)
+    out["day"] = _days(frame[TIME])
+    out["amount"] = frame[AMOUNT].to_numpy(dtype=np.float64)
+    out["quantity"] = frame["quantity"].to_numpy(dtype=np.float64, na_value=np.nan) if "quantity" in frame else np.nan
+    out["category"] = labels.codes(frame["category"].to_numpy(dtype=object)) if "category" in frame else -1
+    out["channel"] = labels.codes(frame["channel"].to_numpy(dtype=object)) if "channel" in frame else -1
     return out
+
+
+def event_records(frame: pd.DataFrame, labels: Labels) -> np.ndarray:
+    """Engagement events (events contract) as `EVENT` records, in frame order."""
+    out = np.empty(len(frame), dtype=EVENT)
+    out["day"] = _days(frame[TIME])
+    out["type"] = labels.codes(frame["event_type"].to_numpy(dtype=object))
+    out["channel"] = labels.codes(frame["channel"].to_numpy(dtype=object)) if "channel" in frame else -1
+    return out
+
+
+def by_customer(ids, records: np.ndarray) -> dict[str, bytes]:
+    """Each customer's records as bytes, in arrival order (one sort and one `tobytes` for the whole batch)."""
+    if not len(records):
+        return {}
+    ids = np.asarray(ids, dtype=object)
+    order = np.argsort(ids, kind="stable")
+    keys = ids[order]
+    raw = records[order].tobytes()
+    width = records.dtype.itemsize
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    ends = np.r_[starts[1:], len(keys)] * width
+    return {str(keys[s]): raw[s * width:e] for s, e in zip(starts.tolist(), ends.tolist())}
 
 
 def _days(timestamps: pd.Series) -> np.ndarray:
@@ -173,42 +178,32 @@ class Columns:
     event_channel: bool = False
 
 
-def frames(histories: dict[str, History], columns: Columns) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def frames(histories: Mapping[str, History], columns: Columns,
+           labels: Labels | list[str]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """(transactions, events) tables of these customers in the contracts `build_features` reads."""
-    ids, days, amounts, quantities, cats, chans = [], [], [], [], [], []
-    e_ids, e_days, e_types, e_chans = [], [], [], []
-    for cid, h in histories.items():
-        labels = np.asarray([*h.labels, None], dtype=object)  # code −1 picks the None
-        if h.purchases:
-            ids.append(np.full(h.purchases, cid, dtype=object))
-            days.append(h.day)
-            amounts.append(h.amount)
-            quantities.append(h.quantity)
-            cats.append(labels[h.category])
-            chans.append(labels[h.channel])
-        if h.events:
-            e_ids.append(np.full(h.events, cid, dtype=object))
-            e_days.append(h.event_day)
-            e_types.append(labels[h.event_type])
-            e_chans.append(labels[h.event_channel])
-
-    def cat(parts, dtype=None):
-        return np.concatenate(parts) if parts else np.empty(0, dtype=dtype or object)
-
-    tx = {ID: pd.array(cat(ids), dtype="str"), TIME: _timestamps(cat(days, np.int32)),
-          AMOUNT: cat(amounts, np.float64)}
+    names = (labels if isinstance(labels, Labels) else Labels(labels)).lookup()
+    ids = np.asarray(list(histories), dtype=object)
+    records = list(histories.values())
+    header = [_HEADER.unpack_from(h.blob) for h in records]
+    n = np.fromiter((h[1] for h in header), dtype=np.int64, count=len(header))
+    m = np.fromiter((h[2] for h in header), dtype=np.int64, count=len(header))
+    split = _HEADER.size + n * PURCHASE.itemsize
+    p = np.frombuffer(b"".join([h.blob[_HEADER.size:s] for h, s in zip(records, split.tolist())]), dtype=PURCHASE)
+    tx = {ID: pd.array(np.repeat(ids, n), dtype="str"), TIME: _timestamps(p["day"]),
+          AMOUNT: p["amount"].astype(np.float64)}
     if columns.quantity:
-        tx["quantity"] = cat(quantities, np.float64)
-    for name, parts in (("category", cats), ("channel", chans)):
+        tx["quantity"] = p["quantity"].astype(np.float64)
+    for name in ("category", "channel"):
         if getattr(columns, name):
-            tx[name] = pd.array(cat(parts), dtype="str")
+            tx[name] = pd.array(names[p[name]], dtype="str")
     transactions = pd.DataFrame(tx)
     if not columns.events:
         return transactions, None
-    ev = {ID: pd.array(cat(e_ids), dtype="str"), TIME: _timestamps(cat(e_days, np.int32)),
-          "event_type": pd.array(cat(e_types), dtype="str")}
+    e = np.frombuffer(b"".join([h.blob[s:] for h, s in zip(records, split.tolist())]), dtype=EVENT)
+    ev = {ID: pd.array(np.repeat(ids, m), dtype="str"), TIME: _timestamps(e["day"]),
+          "event_type": pd.array(names[e["type"]], dtype="str")}
     if columns.event_channel:
-        ev["channel"] = pd.array(cat(e_chans), dtype="str")
+        ev["channel"] = pd.array(names[e["channel"]], dtype="str")
     return transactions, pd.DataFrame(ev)
 
 
@@ -216,8 +211,8 @@ def _timestamps(days: np.ndarray) -> np.ndarray:
     return (EPOCH + days.astype(np.int64)).astype("datetime64[ns]")
 
 
-def history_features(histories: dict[str, History], as_of, columns: Columns, event_types=None,
-                     affinity_categories=None, profiles: pd.DataFrame | None = None) -> pd.DataFrame:
+def history_features(histories: Mapping[str, History], as_of, columns: Columns, labels: Labels | list[str],
+                     event_types=None, affinity_categories=None, profiles: pd.DataFrame | None = None) -> pd.DataFrame:
     """`build_features` of these customers as of `as_of`: the rows of the customers with a purchase (or, with
     events, an event) on or before it, every column equal to a batch build over all customers' files with the
     same event types and affinity categories (the two inputs that depend on other customers: pass the batch's
@@ -225,7 +220,7 @@ def history_features(histories: dict[str, History], as_of, columns: Columns, eve
     from features import affinity
     from features.build import build_features
 
-    transactions, events = frames(histories, columns)
+    transactions, events = frames(histories, columns, labels)
     reference = None
     if columns.category:
         reference = affinity.AffinityReference(tuple(str(c) for c in (affinity_categories or ())))

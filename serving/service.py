@@ -29,11 +29,13 @@ from serving.api import model_store, online
 from serving.api.metrics import ServiceMetrics
 from serving.api.asgi import (LOGGER, RequestGuard, accept_one_connection_per_wakeup, cancel_request_timers,
                           complete_openapi, refuse)
-from serving.api.schemas import (Customer, ModelInfo, RecommendRequest, RecommendResponse, ScoreRequest,
-                             ScoreResponse)
+from serving.api.schemas import (Customer, EventsRequest, EventsResponse, ModelInfo, RecommendRequest,
+                                 RecommendResponse, ScoreRequest, ScoreResponse)
 
 INLINE_MAX_CUSTOMERS = 64  # larger requests run in a worker thread so they never stall small ones
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
+ONLINE_FIX = ("fix: give --online-store / WINBACK_ONLINE_STORE sqlite:///online.db (a file) or redis://host:port/db, "
+              "or leave it unset")
 # request latency histogram buckets (seconds): fine below 5 ms, where single-customer calls land
 LATENCY_BUCKETS = [0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05,
                    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
@@ -47,13 +49,23 @@ class ServiceSettings:
     features_path: str | None = None
     startup_error_file: str | None = None  # set by `winback serve`: where a worker that cannot start says why
     prediction_metrics: bool = True  # WINBACK_PREDICTION_METRICS=off leaves /metrics with BentoML's own only
+    # the online store (POST /events, lookups by id that follow every event): URL, its day, profiles, triggers
+    online_store: str | None = None
+    as_of: str | None = None
+    profiles_path: str | None = None
+    trigger_churn: str | None = None
+    trigger_stages: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "ServiceSettings":
         env = os.environ if environ is None else environ
         return cls(api_token=env.get("WINBACK_API_TOKEN") or None, features_path=env.get("WINBACK_FEATURES") or None,
                    startup_error_file=env.get("WINBACK_STARTUP_ERROR_FILE") or None,
-                   prediction_metrics=env.get("WINBACK_PREDICTION_METRICS", "on").lower() not in {"off", "0", "false"})
+                   prediction_metrics=env.get("WINBACK_PREDICTION_METRICS", "on").lower() not in {"off", "0", "false"},
+                   online_store=env.get("WINBACK_ONLINE_STORE") or None, as_of=env.get("WINBACK_AS_OF") or None,
+                   profiles_path=env.get("WINBACK_PROFILES") or None,
+                   trigger_churn=env.get("WINBACK_TRIGGER_CHURN") or None,
+                   trigger_stages=env.get("WINBACK_TRIGGER_STAGES") or None)
 
 
 class StartupError(RuntimeError):
@@ -166,17 +178,66 @@ class Winback:
             except Exception as exc:
                 _stop_server(f"WINBACK_FEATURES={path}: cannot be used as the feature snapshot ({_one_line(exc)}); "
                              f"{SNAPSHOT_FIX}", self.settings)
+        self.live = None
+        if self.settings.online_store:
+            if self.snapshot is not None:
+                _stop_server("WINBACK_FEATURES and WINBACK_ONLINE_STORE are both set; customers are looked up in one "
+                             "of them: keep one", self.settings)
+            self.live = self._open_online_store()
+        self.lookup = self.snapshot if self.live is None else self.live  # where customers sent by id are found
         self.info = ModelInfo(
             models=[model_store.describe(self.churn_model), model_store.describe(self.uplift_model)],
             churn_features=self.churn.feature_names, uplift_features=list(self.uplift.encoder.features_),
             arms=self.uplift.arms, control=self.uplift.control,
-            feature_snapshot=self.settings.features_path, snapshot_customers=len(self.snapshot or ()))
+            feature_snapshot=self.settings.features_path or self.settings.online_store,
+            snapshot_customers=len(self.snapshot or self.live or ()))
         self._big_requests = anyio.CapacityLimiter(2)
+        self._writes = anyio.CapacityLimiter(1)  # one batch at a time per worker: the store serialises them anyway
         self.metrics = None
         if self.settings.prediction_metrics:
             self.metrics = ServiceMetrics.for_process(self.churn.encoder.features_, self.uplift.encoder.features_,
                                                       [*self.uplift.arms, self.uplift.control])
             self.metrics.describe_models([dict(m) for m in self.info.models])
+
+    def _open_online_store(self):
+        """The online store named by the settings, with the engine that scores what `POST /events` writes."""
+        from serving.online.engine import Clock, OnlineEngine, TriggerRule
+        from serving.online.live import LiveFeatures
+        from serving.online.store import open_store
+
+        settings, where = self.settings, f"WINBACK_ONLINE_STORE={self.settings.online_store}"
+        try:
+            import datetime as dt
+
+            day = dt.date.fromisoformat(settings.as_of) if settings.as_of else None
+        except ValueError:
+            _stop_server(f"WINBACK_AS_OF={settings.as_of}: not a date YYYY-MM-DD", self.settings)
+        try:
+            churn = float(settings.trigger_churn) if settings.trigger_churn else 0.5
+            stages = tuple(s.strip() for s in (settings.trigger_stages or "at_risk,dormant,churned").split(",")
+                           if s.strip())
+            rule = TriggerRule(churn_threshold=churn, stages=stages)
+        except (ValueError, DataError) as exc:
+            _stop_server(f"WINBACK_TRIGGER_CHURN / WINBACK_TRIGGER_STAGES: {_one_line(exc)}", self.settings)
+        profiles = None
+        if settings.profiles_path:
+            from features.contracts import normalize_profiles
+            from features.io import read_table
+
+            try:
+                profiles = normalize_profiles(read_table(settings.profiles_path))
+            except Exception as exc:
+                _stop_server(f"WINBACK_PROFILES={settings.profiles_path}: {_one_line(exc)}", self.settings)
+        try:
+            store = open_store(settings.online_store)
+            store.ping()
+        except ImportError as exc:
+            _stop_server(f"{where}: {_one_line(exc)} (install the scale extra: pip install 'winback[scale]')",
+                         self.settings)
+        except Exception as exc:
+            # a store that cannot be reached at start is a configuration error, not a degraded state: stop
+            _stop_server(f"{where}: cannot be opened ({_one_line(exc)}); {ONLINE_FIX}", self.settings)
+        return LiveFeatures(OnlineEngine(store, self.churn, self.uplift, profiles, rule, Clock(day)))
 
     @bentoml.on_startup
     def _freeze_startup_objects(self) -> None:
@@ -189,7 +250,7 @@ class Winback:
     async def score(self, customers: list[Customer]) -> ScoreResponse:
         """Churn probability, risk tier, lifecycle stage, value tier and the top 3 reasons (TreeSHAP)."""
         return await self._answer("/score", len(customers), lambda: ScoreResponse(
-            scores=online.score_rows(self.churn, customers, self.snapshot, self.metrics)))
+            scores=online.score_rows(self.churn, customers, self.lookup, self.metrics)))
 
     @bentoml.api(route="/recommend", input_spec=RecommendRequest)
     async def recommend(self, customers: list[Customer], max_sends: int | None = None,
@@ -197,8 +258,27 @@ class Winback:
         """The incentive with the highest expected net value per customer (packaged catalogue); with
         `max_sends` / `budget`, only the sends that fit the caps."""
         return await self._answer("/recommend", len(customers), lambda: RecommendResponse(
-            recommendations=online.recommend_rows(self.churn, self.uplift, customers, self.snapshot, max_sends,
+            recommendations=online.recommend_rows(self.churn, self.uplift, customers, self.lookup, max_sends,
                                                   budget, self.metrics)))
+
+    @bentoml.api(route="/events", input_spec=EventsRequest)
+    async def events(self, transactions: list[dict[str, Any]] | None = None,
+                     events: list[dict[str, Any]] | None = None) -> EventsResponse:
+        """Apply purchases and engagement events to the online store, whole or not at all, once per event id:
+        the customers' features and scores follow at once, and threshold crossings write triggers."""
+        from serving.online.live import StoreUnavailable
+
+        if self.live is None:
+            return refuse("POST", "/events", 409, "the service has no online store; start it with "
+                          "--online-store / WINBACK_ONLINE_STORE to accept events")
+        try:
+            done = await anyio.to_thread.run_sync(self.live.ingest, transactions or [], events or [],
+                                                  limiter=self._writes)
+        except DataError as exc:
+            return refuse("POST", "/events", 422, str(exc))
+        except StoreUnavailable as exc:
+            return refuse("POST", "/events", 503, str(exc))
+        return EventsResponse(**done.to_dict())
 
     @info_app.get("/model-info", response_model=ModelInfo)
     async def model_info(self) -> ModelInfo:
@@ -212,6 +292,10 @@ class Winback:
             return await anyio.to_thread.run_sync(compute, limiter=self._big_requests)
         except online.UnknownCustomer as exc:
             return refuse("POST", route, 404, str(exc))
+        except RuntimeError as exc:  # serving.online.live.StoreUnavailable: no store and no last state
+            if type(exc).__name__ != "StoreUnavailable":
+                raise
+            return refuse("POST", route, 503, str(exc))
         except DataError as exc:
             return refuse("POST", route, 422, str(exc))
 
@@ -231,6 +315,28 @@ def _service_openapi(document: dict) -> dict:
     return bentoml.get_current_service().openapi(document)
 
 
+class ReadyProbe:
+    """ASGI middleware: `GET /readyz` answers 200 "degraded: …" while the online store is unreachable (the
+    service still answers from its last state, so it should keep its traffic); otherwise BentoML's probe."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["path"] == "/readyz":
+            try:
+                live = bentoml.get_current_service().live
+            except (bentoml.exceptions.BentoMLException, AttributeError):
+                live = None
+            status = live.status() if live is not None else None
+            if status is not None:
+                from starlette.responses import PlainTextResponse
+
+                return await PlainTextResponse(status + "\n", status_code=200)(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
 # outermost first: the token is checked before the body is read
 Winback.add_asgi_middleware(BearerAuth, token=_service_token)
 Winback.add_asgi_middleware(RequestGuard, openapi=_service_openapi)
+Winback.add_asgi_middleware(ReadyProbe)

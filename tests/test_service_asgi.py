@@ -7,8 +7,11 @@ code `winback package` runs.
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import warnings
 
+import pandas as pd
 import pytest
 
 from conftest_service import CATALOG, CHURN_FEATURES, CHURN_RUN_ID, UPLIFT_RUN_ID, feature_table, write_models
@@ -58,7 +61,8 @@ def client_with(app, monkeypatch):
     @contextlib.contextmanager
     def make(**env):
         monkeypatch.delenv("WINBACK_API_TOKEN", raising=False)
-        monkeypatch.delenv("WINBACK_FEATURES", raising=False)
+        for key in ("WINBACK_FEATURES", "WINBACK_ONLINE_STORE", "WINBACK_AS_OF", "WINBACK_PROFILES"):
+            monkeypatch.delenv(key, raising=False)
         for key, value in env.items():
             monkeypatch.setenv(key, str(value))
         with warnings.catch_warnings():
@@ -266,3 +270,103 @@ def test_readme_example_request_is_answered(packaged, client_with):
         recommend = client.post("/recommend", json=example)
     assert score.status_code == 200 and recommend.status_code == 200, score.text
     assert [s["customer_id"] for s in score.json()["scores"]] == [c["customer_id"] for c in example["customers"]]
+
+
+# -- the online store: POST /events and lookups by id that follow every event ----------------------------
+ONLINE_AS_OF = "2025-06-30"
+
+
+@pytest.fixture(scope="module")
+def online_data():
+    """Simulated purchases up to ONLINE_AS_OF and their batch features (the fixture models score them: their
+    features are `build_features` columns)."""
+    from features import build_features
+    from features.simulate import simulate
+
+    sim = simulate(customers=500, seed=8)
+    tx = sim.transactions[sim.transactions["timestamp"] <= ONLINE_AS_OF].reset_index(drop=True)
+    return {"tx": tx, "table": build_features(tx, ONLINE_AS_OF).reset_index()}
+
+
+def records(tx: pd.DataFrame) -> list[dict]:
+    out = tx.assign(timestamp=tx["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S"),
+                    event_id=[f"t{i}" for i in range(len(tx))])
+    return json.loads(out.to_json(orient="records"))
+
+
+def inline(table: pd.DataFrame, ids: list[str]) -> dict:
+    rows = table.set_index("customer_id").loc[ids, CHURN_FEATURES]
+    customers = []
+    for cid, row in rows.iterrows():
+        features = {k: (None if isinstance(v, float) and math.isnan(v) else v if isinstance(v, float) else str(v))
+                    for k, v in row.to_dict().items()}
+        customers.append({"customer_id": cid, "features": features})
+    return {"customers": customers}
+
+
+def test_replaying_a_file_through_events_gives_the_score_of_its_batch_features(online_data, client_with, tmp_path):
+    tx, table = online_data["tx"], online_data["table"]
+    rows = records(tx)
+    with client_with(WINBACK_ONLINE_STORE=f"sqlite:///{tmp_path / 'o.db'}", WINBACK_AS_OF=ONLINE_AS_OF) as client:
+        applied = 0
+        for start in range(0, len(rows), 4000):
+            answer = client.post("/events", json={"transactions": rows[start:start + 4000]})
+            assert answer.status_code == 200, answer.text
+            applied += answer.json()["applied"]
+        assert applied == len(rows)
+        again = client.post("/events", json={"transactions": rows[:100]}).json()
+        assert (again["applied"], again["duplicates"]) == (0, 100)
+        ids = table["customer_id"].tolist()
+        by_id = client.post("/score", json={"customers": [{"customer_id": c} for c in ids]})
+        given = client.post("/score", json=inline(table, ids))
+        assert by_id.status_code == 200 and given.status_code == 200
+        a, b = by_id.json()["scores"], given.json()["scores"]
+        assert [s["customer_id"] for s in a] == ids
+        for x, y in zip(a, b):
+            assert x["churn_probability"] == pytest.approx(y["churn_probability"], abs=1e-12)
+            assert (x["risk_tier"], x["lifecycle_stage"], x["value_tier"]) == \
+                   (y["risk_tier"], y["lifecycle_stage"], y["value_tier"])
+            assert [r["feature"] for r in x["reasons"]] == [r["feature"] for r in y["reasons"]]
+        recommend = client.post("/recommend", json={"customers": [{"customer_id": c} for c in ids[:50]]})
+        assert recommend.status_code == 200
+        assert recommend.json() == client.post("/recommend", json=inline(table, ids[:50])).json()
+
+
+def test_an_event_changes_the_next_score_of_that_customer(online_data, client_with, tmp_path):
+    tx = online_data["tx"]
+    with client_with(WINBACK_ONLINE_STORE=f"sqlite:///{tmp_path / 'o.db'}", WINBACK_AS_OF=ONLINE_AS_OF) as client:
+        client.post("/events", json={"transactions": records(tx)})
+        last = tx.groupby("customer_id")["timestamp"].max()
+        quiet = last.idxmin()  # the customer silent the longest
+        before = client.post("/score", json={"customers": [{"customer_id": quiet}]}).json()["scores"][0]
+        purchase = {"event_id": "fresh-1", "customer_id": quiet, "timestamp": ONLINE_AS_OF, "amount": 120.0}
+        assert client.post("/events", json={"transactions": [purchase]}).json()["applied"] == 1
+        after = client.post("/score", json={"customers": [{"customer_id": quiet}]}).json()["scores"][0]
+        new = client.post("/events", json={"events": [{"event_id": "v1", "customer_id": "brand-new",
+                                                       "timestamp": ONLINE_AS_OF, "event_type": "visit"}]})
+    assert before["lifecycle_stage"] in {"dormant", "churned", "at_risk"}
+    assert after["lifecycle_stage"] not in {"dormant", "churned"} and after["churn_probability"] != \
+        before["churn_probability"]
+    assert new.status_code == 200 and new.json()["customers"] == 1
+
+
+def test_a_bad_row_is_422_naming_it_and_nothing_of_the_batch_is_applied(online_data, client_with, tmp_path):
+    rows = records(online_data["tx"].iloc[:5])
+    rows[3]["amount"] = "lots"
+    with client_with(WINBACK_ONLINE_STORE=f"sqlite:///{tmp_path / 'o.db'}", WINBACK_AS_OF=ONLINE_AS_OF) as client:
+        bad = client.post("/events", json={"transactions": rows})
+        unknown = client.post("/score", json={"customers": [{"customer_id": rows[0]["customer_id"]}]})
+        not_a_list = client.post("/events", json={"transactions": {"a": 1}})
+        nested = client.post("/events", json={"transactions": [{"event_id": "x", "amount": [1]}]})
+    assert bad.status_code == 422
+    assert bad.json()["field"] == "transactions[3].amount" and "'lots'" in bad.json()["error"]
+    assert unknown.status_code == 404  # the four good rows were not applied either
+    assert unknown.json()["field"] == "customers[0].customer_id"
+    assert not_a_list.status_code == 400 and not_a_list.json()["field"] == "transactions"
+    assert nested.status_code == 400 and nested.json()["field"] == "transactions[0].amount"
+
+
+def test_events_without_an_online_store_are_refused(client_with):
+    with client_with() as client:
+        answer = client.post("/events", json={"transactions": []})
+    assert answer.status_code == 409 and "WINBACK_ONLINE_STORE" in answer.json()["error"]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from winback import cli_campaign, cli_churn, cli_data, cli_monitor, cli_report, cli_serve, cli_simulate, cli_uplift
+from winback import (cli_campaign, cli_churn, cli_data, cli_monitor, cli_online, cli_report, cli_serve,
+                     cli_simulate, cli_uplift)
 
 app = typer.Typer(help="winback: churn, lifecycle segments and which incentive to send.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -23,6 +24,7 @@ cli_serve.register(app)
 cli_campaign.register(app, simulate_app)
 cli_monitor.register(app)
 cli_report.register(app)
+cli_online.register(app)
 
 
 def main() -> None:

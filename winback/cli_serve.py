@@ -55,6 +55,17 @@ def serve(
                             default=True),
     graceful_timeout: int = typer.Option(5, min=1, help="Seconds requests in flight may take to finish "
                                          "after SIGTERM / Ctrl-C before the server is stopped."),
+    online_store: str = typer.Option(None, "--online-store", help="Online store for POST /events and lookups by "
+                                     "customer_id that follow every event: sqlite:///online.db (a file, relative to "
+                                     "this directory) or redis://host:6379/0 (sets WINBACK_ONLINE_STORE)."),
+    as_of: str = typer.Option(None, "--as-of", help="With --online-store: the store's day YYYY-MM-DD for features "
+                              "and scores (replays, back-tests; default: today, UTC). Sets WINBACK_AS_OF."),
+    profiles: Path = typer.Option(None, "--profiles", help="With --online-store: customer attributes the models "
+                                  "need (.csv or .parquet; sets WINBACK_PROFILES)."),
+    trigger_churn: float = typer.Option(None, "--trigger-churn", help="With --online-store: churn probability whose "
+                                        "crossing writes a trigger (default 0.5; WINBACK_TRIGGER_CHURN)."),
+    trigger_stages: str = typer.Option(None, "--trigger-stages", help="With --online-store: lifecycle stages whose "
+                                       "entry or exit writes a trigger (default at_risk,dormant,churned)."),
 ) -> None:
     """Start the online service (`bentoml serve serving.service:Winback`) and stay its parent.
 
@@ -81,6 +92,7 @@ def serve(
         if not os.access(path, os.R_OK):
             fail(f"{option}: {snapshot}: not readable by this user")
         env["WINBACK_FEATURES"] = str(path)
+    _online_env(env, online_store, as_of, profiles, trigger_churn, trigger_stages)
     options = [o for o in env.get("BENTOML_CONFIG_OPTIONS", "").split() if o]
     if workers is not None:
         options.append(f"services.{SERVICE_NAME}.workers={workers}")
@@ -92,6 +104,50 @@ def serve(
     argv = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--port", str(port), "--host", host,
             "--working-dir", str(working_dir), "--timeout-graceful-shutdown", str(graceful_timeout)]
     raise typer.Exit(supervise(argv, env, grace=graceful_timeout + 5))
+
+
+def _online_env(env: dict[str, str], online_store: str | None, as_of: str | None, profiles: Path | None,
+                trigger_churn: float | None, trigger_stages: str | None) -> None:
+    """The online store's settings for the workers, checked here so a mistake is one line before any start."""
+    from winback.cli_common import parse_date
+
+    url = online_store or env.get("WINBACK_ONLINE_STORE") or None
+    if url is None:
+        given = [n for n, v in (("--as-of", as_of), ("--profiles", profiles), ("--trigger-churn", trigger_churn),
+                                ("--trigger-stages", trigger_stages)) if v is not None]
+        if given:
+            fail(f"{given[0]}: only with --online-store")
+        return
+    if env.get("WINBACK_FEATURES"):
+        fail("--features and --online-store: customers are looked up in one of them; keep one")
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):]).expanduser()
+        if not path.is_absolute():  # the server runs in the project's directory: anchor it where typed
+            path = path.resolve()
+        if not path.parent.is_dir():
+            fail(f"--online-store {url}: folder {path.parent} does not exist")
+        url = f"sqlite:///{path}"
+    else:
+        from winback.cli_online import open_online_store
+
+        open_online_store(url).close()  # unreachable Redis: one line now, not a worker that cannot start
+    env["WINBACK_ONLINE_STORE"] = url
+    if as_of is not None:
+        env["WINBACK_AS_OF"] = str(parse_date(as_of, "--as-of").date())
+    if profiles is not None:
+        path = profiles.expanduser().resolve()
+        if not path.is_file():
+            fail(f"--profiles: {profiles}: file not found (looked for {path})")
+        env["WINBACK_PROFILES"] = str(path)
+    if trigger_churn is not None:
+        if not 0.0 < trigger_churn < 1.0:
+            fail(f"--trigger-churn: {trigger_churn} must be between 0 and 1")
+        env["WINBACK_TRIGGER_CHURN"] = str(trigger_churn)
+    if trigger_stages is not None:
+        from winback.cli_online import trigger_rule
+
+        trigger_rule(0.5, trigger_stages)
+        env["WINBACK_TRIGGER_STAGES"] = trigger_stages
 
 
 def supervise(argv: list[str], env: dict[str, str], grace: float) -> int:

@@ -22,9 +22,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse
 
 from serving.runtime.encoding import FeatureEncoder
-from serving.api.schemas import FEATURE_VALUE_SCHEMA, ErrorBody, RecommendRequest, ScoreRequest
+from serving.api.schemas import FEATURE_VALUE_SCHEMA, ErrorBody, EventsRequest, RecommendRequest, ScoreRequest
 
-BODY_MODELS: dict[str, type[BaseModel]] = {"/score": ScoreRequest, "/recommend": RecommendRequest}
+BODY_MODELS: dict[str, type[BaseModel]] = {"/score": ScoreRequest, "/recommend": RecommendRequest,
+                                           "/events": EventsRequest}
 OPENAPI_PATH = "/docs.json"
 LOGGER = "winback.service"
 _FIELD = re.compile(r"^([A-Za-z_][\w.\[\]-]*): ")
@@ -140,10 +141,22 @@ class RequestGuard:
 ERRORS = {
     "400": "The body is not valid JSON or breaks the request schema; `field` names the culprit.",
     "401": "Missing or wrong bearer token (only when the service runs with WINBACK_API_TOKEN).",
-    "404": "A customer sent without features is not in the feature snapshot (or none is loaded).",
+    "404": "A customer sent without features is not in the feature snapshot or online store (or none is loaded).",
     "415": "The body is not sent as application/json.",
+    "503": "With an online store: it cannot be reached and a customer asked by id is not in this worker's last state.",
     "422": "Well-formed, but impossible for the model: a feature it needs is missing, text where it "
            "needs a number, or a value below the feature's minimum (e.g. a negative recency).",
+}
+
+
+EVENTS_ERRORS = {
+    "400": ERRORS["400"],
+    "401": ERRORS["401"],
+    "409": "The service runs without an online store (start it with --online-store / WINBACK_ONLINE_STORE).",
+    "415": ERRORS["415"],
+    "422": "Well-formed, but a row breaks the transactions or events contract (e.g. transactions[3].amount); "
+           "nothing of the batch is applied.",
+    "503": "The online store cannot be reached; nothing of the batch is applied: send it again.",
 }
 
 
@@ -188,12 +201,18 @@ def complete_openapi(document: dict, endpoints: dict[str, Sequence[FeatureEncode
             schemas[request["title"]] = request
         operation["responses"].update({status: {"description": text, "content": error}
                                        for status, text in ERRORS.items()})
+    events = document["paths"].get("/events", {}).get("post")
+    if events is not None:
+        events["requestBody"]["required"] = True
+        events["responses"].pop("404", None)  # BentoML's default set; /events never answers 404
+        events["responses"].update({status: {"description": text, "content": error}
+                                    for status, text in EVENTS_ERRORS.items()})
     info = document["paths"].get("/model-info", {}).get("get")
     if info is not None:
         info.setdefault("responses", {})["401"] = {"description": ERRORS["401"], "content": error}
     if bearer:
         document["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-        for route in [*endpoints, "/model-info"]:
+        for route in [*endpoints, "/events", "/model-info"]:
             for operation in document["paths"].get(route, {}).values():
                 operation["security"] = [{"bearer": []}]
     return document

@@ -93,6 +93,12 @@ class FeatureSnapshot:
             out[k] = row
         return out
 
+    def encode(self, ids: Sequence[str], positions: Sequence[int], encoder: FeatureEncoder,
+               where: str = "customers") -> np.ndarray:
+        """The encoded rows of `ids` for `encoder`'s model (the interface `encode_customers` looks up in,
+        shared with the online store's `serving.online.live.LiveFeatures`)."""
+        return self.encoded[id(encoder)][self.row_indices(ids, positions, where)]
+
 
 _WHERE = re.compile(r"^__rows__\[(\d+)\]\.")
 
@@ -100,7 +106,7 @@ _WHERE = re.compile(r"^__rows__\[(\d+)\]\.")
 def encode_customers(customers: Sequence[CustomerLike], encoder: FeatureEncoder,
                      snapshot: FeatureSnapshot | None = None, where: str = "customers") -> np.ndarray:
     """One (n, n_features) float64 array for `encoder`'s model: inline features encoded, the rest
-    looked up in `snapshot`. Errors name the request field, e.g. `customers[3].features.recency_days`.
+    looked up in `snapshot` (a `FeatureSnapshot`, or the online store's `LiveFeatures`). Errors name the request field, e.g. `customers[3].features.recency_days`.
     """
     inline = [i for i, c in enumerate(customers) if c.features is not None]
     if len(inline) == len(customers):  # the common case: every customer sent its features
@@ -110,8 +116,7 @@ def encode_customers(customers: Sequence[CustomerLike], encoder: FeatureEncoder,
         raise UnknownCustomer(f"{where}[{lookup[0]}].features: missing, and the service has no feature snapshot "
                         f"to look customer {customers[lookup[0]].customer_id!r} up (start it with WINBACK_FEATURES)")
     out = np.empty((len(customers), len(encoder.features_)), dtype=np.float64)
-    rows = snapshot.row_indices([customers[i].customer_id for i in lookup], lookup, where)
-    out[lookup] = snapshot.encoded[id(encoder)][rows]
+    out[lookup] = snapshot.encode([customers[i].customer_id for i in lookup], lookup, encoder, where)
     if inline:
         out[inline] = _encode_inline(encoder, [customers[i].features for i in inline], inline, where)
     return out
@@ -141,7 +146,8 @@ def score_columns(churn: ChurnRuntime, X: np.ndarray, reasons_top: int = REASONS
     p = churn.predict_proba(X)
     stage, tier = churn.segments(X)
     values = churn.values(X, p) if churn.has_segments else {}
-    return ScoreColumns(p, churn.risk_tier(p), stage, tier, values, churn.reasons(X, top=reasons_top))
+    reasons = churn.reasons(X, top=reasons_top) if reasons_top > 0 else [[]] * len(X)  # one shared, read only
+    return ScoreColumns(p, churn.risk_tier(p), stage, tier, values, reasons)
 
 
 def _finite(values: np.ndarray) -> list:

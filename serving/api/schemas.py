@@ -65,6 +65,27 @@ class RecommendRequest(_Strict):
                                   "of cost first); with max_sends, both hold")
 
 
+MAX_EVENTS = 50_000
+EventRecord = dict[StrictStr, FeatureValue]
+
+
+class EventsRequest(_Strict):
+    """A batch for the online store: purchases (the transactions contract: event_id, customer_id, timestamp,
+    amount, optional quantity, category, channel) and engagement events (event_id, customer_id, timestamp,
+    event_type, optional channel). Applied whole or not at all; an event id applied before is skipped."""
+
+    transactions: Optional[Annotated[list[EventRecord], Field(max_length=MAX_EVENTS)]] = None
+    events: Optional[Annotated[list[EventRecord], Field(max_length=MAX_EVENTS)]] = None
+
+
+class EventsResponse(BaseModel):
+    received: int = Field(description="rows in the request (repeats of an event id within it counted once)")
+    duplicates: int = Field(description="rows whose event id the store had already applied (skipped)")
+    applied: int
+    customers: int = Field(description="customers whose state changed")
+    triggers: int = Field(description="triggers written to the outbox by this batch")
+
+
 class Reason(BaseModel):
     feature: str
     contribution: float = Field(description="TreeSHAP contribution to the churn log-odds")

@@ -23,6 +23,7 @@ from features.contracts import ID, normalize_transactions
 from features.errors import DataError
 from features.events import normalize_events
 from features.history import Columns, History, history_features
+from serving.online import codec
 from serving.online.store import EVENT_ID, Applied, Batch, Materialised, OnlineStore, StoredCustomer, StoreMeta
 
 TRANSACTION_FIELDS = ("event_id", "customer_id", "timestamp", "amount", "quantity", "category", "channel")
@@ -64,17 +65,10 @@ class Clock:
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
-    """Feature rows as JSON-ready dicts (NaN → None, categories → text), in frame order."""
-    columns = {}
-    for name in frame.columns:
-        col = frame[name]
-        if pd.api.types.is_numeric_dtype(col) and not isinstance(col.dtype, pd.CategoricalDtype):
-            values = col.to_numpy(dtype=np.float64, na_value=np.nan)
-            columns[name] = [None if v != v else v for v in values.tolist()]
-        else:
-            columns[name] = [None if v is None or v != v else str(v) for v in col.astype(object).tolist()]
-    names = list(columns)
-    return [dict(zip(names, row)) for row in zip(*columns.values())] if names else [{} for _ in range(len(frame))]
+    """Feature rows as dicts (NaN → None, categories → text), in frame order: what stored rows decode to."""
+    sid, schema, blobs = codec.pack(frame)
+    decoder = codec.Decoder({sid: schema})
+    return [decoder(blob) for blob in blobs]
 
 
 class OnlineEngine:
@@ -85,6 +79,7 @@ class OnlineEngine:
         self.store, self.churn, self.uplift, self.profiles = store, churn, uplift, profiles
         self.rule, self.clock, self.allow_refunds = rule, clock, allow_refunds
         self.event_types, self.affinity_categories = None, None
+        self.decode = codec.Decoder(refresh=lambda _: self.store.meta().schemas)
         if churn is not None:
             from features.events import event_types_in
             from serving.batch.score import model_affinity_categories
@@ -114,17 +109,19 @@ class OnlineEngine:
         types, categories = self.spec(meta)
         types = tuple(event_types) if event_types is not None else types
         categories = tuple(affinity_categories) if affinity_categories is not None else categories
-        return history_features(dict(histories), as_of, meta.columns, types, categories, self.profiles)
+        return history_features(histories, as_of, meta.columns, meta.labels, types, categories, self.profiles)
 
     def lookup(self, ids: Sequence[str]) -> dict[str, dict]:
         """Feature rows of these customers as of the clock's day; customers the store does not know (or with
         nothing on or before that day) are left out."""
         today = self.clock.day()
-        stored = self.store.customers(dict.fromkeys(ids))
-        out = {cid: c.features for cid, c in stored.items() if c.features_day == today and c.features is not None}
-        stale = {cid: c.history for cid, c in stored.items() if cid not in out}
+        stored = self.store.customers(dict.fromkeys(ids), history=False)
+        out = {cid: self.decode(c.features) for cid, c in stored.items()
+               if c.features_day == today and c.features is not None}
+        stale = [cid for cid in stored if cid not in out]
         if stale:
-            frame = self.features(stale, self.clock.today())
+            records = {cid: c.history for cid, c in self.store.customers(stale).items()}
+            frame = self.features(records, self.clock.today())
             out.update(zip(frame.index.tolist(), _records(frame)))
         return out
 
@@ -152,7 +149,10 @@ class OnlineEngine:
         as_of = self.clock.today()
         day = self.clock.day()
         frame = self.features({cid: c.history for cid, c in after.items()}, as_of, meta)
-        rows = dict(zip(frame.index.tolist(), _records(frame)))
+        sid, schema, blobs = codec.pack(frame)
+        if len(frame):
+            meta.schemas.setdefault(sid, schema)  # written with this batch (plan passes the meta it writes)
+        rows = dict(zip(frame.index.tolist(), blobs))
         p = stage = None
         if self.churn is not None and len(frame):
             from serving.api.online import score_columns
@@ -253,3 +253,36 @@ def _table(records: Sequence[Mapping], fields: tuple[str, ...], required: tuple[
     out.insert(0, EVENT_ID, ids.to_numpy())
     return out
 
+
+
+def features_table(engine: OnlineEngine, as_of, event_types=None, affinity_categories=None,
+                   event_top: int | None = None, batch_size: int = 20_000) -> pd.DataFrame:
+    """Features of every customer in the store as of `as_of`, indexed by customer_id, as `winback features
+    build` computes them over the same rows: event types and affinity categories are the given ones, else
+    chosen over every customer's rows on or before `as_of` (a first pass over the store)."""
+    from features.affinity import category_spend, top_categories
+    from features.events import DEFAULT_TOP_TYPES, event_type_counts, most_frequent_types
+    from features.history import frames
+
+    meta = engine.store.meta()
+    if (event_types is None and meta.columns.events) or (affinity_categories is None and meta.columns.category):
+        spend, counts = [], []
+        for part in engine.store.scan(batch_size):
+            tx, ev = frames({cid: c.history for cid, c in part.items()}, meta.columns, meta.labels)
+            if meta.columns.category and len(tx):
+                spend.append(category_spend(tx, as_of))
+            if ev is not None and len(ev):
+                counts.append(event_type_counts(ev, as_of))
+        if event_types is None and meta.columns.events:
+            total = pd.concat(counts).groupby(level=0).sum() if counts else pd.Series(dtype="int64")
+            event_types = most_frequent_types(total, event_top or DEFAULT_TOP_TYPES)
+        if affinity_categories is None and meta.columns.category:
+            affinity_categories = top_categories(pd.concat(spend) if spend else pd.Series(dtype="float64"))
+    parts = [engine.features({cid: c.history for cid, c in part.items()}, as_of, meta, event_types or (),
+                             affinity_categories or ())
+             for part in engine.store.scan(batch_size)]
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        raise DataError(f"online store {engine.store.url}: no customer with a purchase or event on or before "
+                        f"{pd.Timestamp(as_of).date()}")
+    return pd.concat(parts).sort_index() if len(parts) > 1 else parts[0]

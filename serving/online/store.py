@@ -20,7 +20,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,8 @@ import pandas as pd
 
 from features.contracts import AMOUNT, ID
 from features.errors import DataError
-from features.history import Columns, History, Rows, append, decode, encode
+from features.history import (Columns, History, Labels, append, by_customer, decode, encode, event_records,
+                              purchase_records)
 
 EVENT_ID = "event_id"
 
@@ -36,11 +37,12 @@ EVENT_ID = "event_id"
 @dataclass
 class StoredCustomer:
     """A customer's entry: the history record, its version (one more per applied batch), and what was last
-    computed from it: features (JSON-ready dict) as of `features_day`, churn probability and lifecycle stage."""
+    computed from it: the feature row (a `serving.online.codec` blob) as of `features_day`, churn probability
+    and lifecycle stage."""
 
     history: History
     version: int = 0
-    features: dict | None = None
+    features: bytes | None = None
     features_day: int | None = None
     churn_probability: float | None = None
     lifecycle_stage: str | None = None
@@ -49,22 +51,27 @@ class StoredCustomer:
 @dataclass
 class StoreMeta:
     """Store-wide facts the features need: which optional columns the data has had, spend per category and
-    events per type (they choose the affinity categories and event types when no model fixes them)."""
+    events per type (they choose the affinity categories and event types when no model fixes them), and the
+    schemas of the stored feature rows (`serving.online.codec`), and the names the records' label codes
+    point to (`features.history.Labels`)."""
 
     columns: Columns = field(default_factory=Columns)
     category_spend: dict[str, float] = field(default_factory=dict)
     type_counts: dict[str, int] = field(default_factory=dict)
+    schemas: dict[str, list[list[str]]] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps({"columns": self.columns.__dict__, "category_spend": self.category_spend,
-                           "type_counts": self.type_counts})
+                           "type_counts": self.type_counts, "schemas": self.schemas, "labels": self.labels})
 
     @classmethod
-    def from_json(cls, text: str | None) -> "StoreMeta":
+    def from_json(cls, text: str | bytes | None) -> "StoreMeta":
         if not text:
             return cls()
         data = json.loads(text)
-        return cls(Columns(**data["columns"]), dict(data["category_spend"]), dict(data["type_counts"]))
+        return cls(Columns(**data["columns"]), dict(data["category_spend"]), dict(data["type_counts"]),
+                   dict(data.get("schemas", {})), list(data.get("labels", [])))
 
 
 @dataclass
@@ -87,7 +94,7 @@ class Batch:
 class Materialised:
     """What the engine computed for one customer."""
 
-    features: dict | None
+    features: bytes | None
     features_day: int
     churn_probability: float | None = None
     lifecycle_stage: str | None = None
@@ -130,25 +137,25 @@ def plan(batch: Batch, seen: set[str], loaded: dict[str, StoredCustomer], meta: 
     `loaded`: the stored entries of the customers in the batch (and of `touch`, refreshed without new rows)."""
     purchases = batch.purchases[~batch.purchases[EVENT_ID].isin(seen)] if seen else batch.purchases
     events = batch.events[~batch.events[EVENT_ID].isin(seen)] if seen else batch.events
-    p_rows, e_rows = Rows.purchases(purchases), Rows.events(events)
-    p_groups = purchases.groupby(ID, sort=False).indices if len(purchases) else {}
-    e_groups = events.groupby(ID, sort=False).indices if len(events) else {}
+    labels = Labels(meta.labels)
+    p_rows = by_customer(purchases[ID].to_numpy(dtype=object), purchase_records(purchases, labels))
+    e_rows = by_customer(events[ID].to_numpy(dtype=object), event_records(events, labels))
     before: dict[str, StoredCustomer] = {}
     after: dict[str, StoredCustomer] = {}
-    for cid in dict.fromkeys([*p_groups, *e_groups, *touch]):
-        old = loaded.get(cid)
-        before[cid] = old if old is not None else StoredCustomer(History())
-        p, e = p_groups.get(cid), e_groups.get(cid)
-        history = append(before[cid].history, p_rows.take(p) if p is not None else None,
-                         e_rows.take(e) if e is not None else None)
-        after[cid] = replace(before[cid], history=history, version=before[cid].version + 1)
+    empty = StoredCustomer(History())
+    for cid in dict.fromkeys([*p_rows, *e_rows, *touch]):
+        old = before[cid] = loaded.get(cid, empty)
+        after[cid] = StoredCustomer(append(old.history, p_rows.get(cid, b""), e_rows.get(cid, b"")), old.version + 1,
+                                    old.features, old.features_day, old.churn_probability, old.lifecycle_stage)
     meta = _updated_meta(meta, purchases, events)
+    meta.labels = labels.names
     triggers: list[dict] = []
     if materialise is not None and after:
         computed, triggers = materialise(after, before, meta)
         for cid, m in computed.items():
-            after[cid] = replace(after[cid], features=m.features, features_day=m.features_day,
-                                 churn_probability=m.churn_probability, lifecycle_stage=m.lifecycle_stage)
+            entry = after[cid]  # a new object of this batch: set in place
+            entry.features, entry.features_day = m.features, m.features_day
+            entry.churn_probability, entry.lifecycle_stage = m.churn_probability, m.lifecycle_stage
     ids = [*purchases[EVENT_ID].tolist(), *events[EVENT_ID].tolist()]
     return Update(after, ids, triggers, meta, len(batch), len(batch) - len(ids))
 
@@ -172,7 +179,7 @@ def _updated_meta(meta: StoreMeta, purchases: pd.DataFrame, events: pd.DataFrame
     if len(events):
         for name, value in events["event_type"].value_counts().items():
             counts[str(name)] = counts.get(str(name), 0) + int(value)
-    return StoreMeta(columns, spend, counts)
+    return StoreMeta(columns, spend, counts, dict(meta.schemas))
 
 
 class OnlineStore:
@@ -184,8 +191,9 @@ class OnlineStore:
         """Apply a batch whole or not at all; `touch`: customers to recompute without new rows (a sweep)."""
         raise NotImplementedError
 
-    def customers(self, ids: Iterable[str]) -> dict[str, StoredCustomer]:
-        """The stored entries of these customers (absent ones left out)."""
+    def customers(self, ids: Iterable[str], history: bool = True) -> dict[str, StoredCustomer]:
+        """The stored entries of these customers (absent ones left out); `history=False` leaves the records
+        out (empty `History()`), for reads of the computed features only."""
         raise NotImplementedError
 
     def scan(self, batch_size: int = 10_000) -> Iterator[dict[str, StoredCustomer]]:
@@ -199,6 +207,10 @@ class OnlineStore:
         """Outbox entries after the given id, oldest first."""
         raise NotImplementedError
 
+    def counts(self) -> dict[str, int]:
+        """{"customers", "events" (applied event ids), "triggers"}."""
+        raise NotImplementedError
+
     def ping(self) -> None:
         """Raise if the store cannot be reached."""
         raise NotImplementedError
@@ -209,7 +221,7 @@ class OnlineStore:
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS customers (
-    customer_id TEXT PRIMARY KEY, history BLOB NOT NULL, version INTEGER NOT NULL, features TEXT,
+    customer_id TEXT PRIMARY KEY, history BLOB NOT NULL, version INTEGER NOT NULL, features BLOB,
     features_day INTEGER, churn_probability REAL, lifecycle_stage TEXT, updated_at REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS applied_events (event_id TEXT PRIMARY KEY) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS triggers (
@@ -247,7 +259,7 @@ class SQLiteStore(OnlineStore):
             now = time.time()
             conn.executemany(
                 "INSERT OR REPLACE INTO customers VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(cid, encode(c.history), c.version, None if c.features is None else json.dumps(c.features),
+                [(cid, encode(c.history), c.version, c.features,
                   c.features_day, c.churn_probability, c.lifecycle_stage, now) for cid, c in update.customers.items()])
             conn.executemany("INSERT INTO applied_events VALUES (?)", [(i,) for i in update.event_ids])
             written = 0
@@ -275,13 +287,14 @@ class SQLiteStore(OnlineStore):
             out.update(r[0] for r in rows)
         return out
 
-    def customers(self, ids: Iterable[str]) -> dict[str, StoredCustomer]:
+    def customers(self, ids: Iterable[str], history: bool = True) -> dict[str, StoredCustomer]:
         ids = list(ids)
         out: dict[str, StoredCustomer] = {}
+        record = "history" if history else "NULL"
         for start in range(0, len(ids), _CHUNK):
             part = ids[start:start + _CHUNK]
             rows = self._conn.execute(
-                "SELECT customer_id, history, version, features, features_day, churn_probability, lifecycle_stage "
+                f"SELECT customer_id, {record}, version, features, features_day, churn_probability, lifecycle_stage "
                 f"FROM customers WHERE customer_id IN ({','.join('?' * len(part))})", part)
             out.update((r[0], _stored(r)) for r in rows)
         return out
@@ -328,8 +341,21 @@ def _text(value) -> str | None:
 
 
 def _stored(row) -> StoredCustomer:
-    return StoredCustomer(decode(row[1]), row[2], None if row[3] is None else json.loads(row[3]), row[4], row[5],
-                          row[6])
+    return StoredCustomer(History() if row[1] is None else decode(row[1]), row[2], row[3], row[4], row[5], row[6])
+
+
+def unavailable_errors() -> tuple[type[BaseException], ...]:
+    """The exceptions that mean "the store cannot be reached or written now" rather than a bug: SQLite's
+    operational errors (locked past the timeout, disk I/O, file gone), OS errors, Redis connection errors and
+    timeouts (when the redis client is installed)."""
+    errors: list[type[BaseException]] = [sqlite3.OperationalError, OSError]
+    try:
+        import redis.exceptions as redis_errors
+    except ImportError:
+        pass
+    else:
+        errors += [redis_errors.ConnectionError, redis_errors.TimeoutError, redis_errors.BusyLoadingError]
+    return tuple(errors)
 
 
 def open_store(url: str) -> OnlineStore:

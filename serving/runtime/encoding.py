@@ -108,8 +108,8 @@ class FeatureEncoder:
             # Map the (few) categories once, then index by the per-row codes.
             lookup = pd.Index(levels).get_indexer(col.cat.categories.astype(str)).astype(np.float64)
             lookup[lookup < 0] = np.nan
-            codes = col.cat.codes.to_numpy()
-            return np.where(codes < 0, np.nan, lookup[codes])
+            # code −1 (missing) picks the NaN appended last, also when the column has no categories at all
+            return np.append(lookup, np.nan)[col.cat.codes.to_numpy()]
         text = col.astype("string")
         positions = pd.Index(levels).get_indexer(text.fillna("\x00missing"))
         return np.where(positions < 0, np.nan, positions.astype(np.float64))
