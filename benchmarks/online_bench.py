@@ -10,14 +10,13 @@ Needs `make demo` (its packaged models, transactions and profiles) and `hey` (`a
    batches of `--batch` rows, by two client threads (two workers, two cores). Every batch is validated,
    appended to the customers' records, their features rebuilt, scored by the churn model and checked for
    trigger crossings before the answer. Reported: rows applied per second over the whole replay, median of
-   `--repeats` replays into fresh stores. With `--redis URL`, the same replay published to a Redis Stream
-   and consumed by `winback stream` into a Redis store (publish excluded from the time).
+   `--repeats` replays into fresh stores, for each batch size.
 2. **Freshness**: one purchase posted to `/events` for a random customer, then `/score` by id until the
    answer shows it (monetary total grew); the time from sending the event to that answer, `--probes` times;
    p50 / p99.
 3. **`/score` by id**: `hey -c 8` on one customer by id against the server with the online store, and against
-   `winback serve --features` with the same features as a snapshot (today's static lookup); median rps of
-   `--repeats` runs of `--seconds`.
+   `winback serve --features` with the same features as a snapshot (today's static lookup), both servers up
+   and their runs alternated (`--repeats` pairs of `--seconds`); the median of the pairs' ratios.
 """
 
 from __future__ import annotations
@@ -118,7 +117,7 @@ def freshness(port: int, ids: list[str], probes: int, seed: int = 0) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo", type=Path, default=REPO / "demo", help="the folder `make demo` wrote")
-    parser.add_argument("--batch", type=int, default=5000, help="rows per POST /events")
+    parser.add_argument("--batch", default="5000,20000", help="rows per POST /events (comma-separated: each)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--probes", type=int, default=200)
@@ -133,55 +132,67 @@ def main() -> None:
     env.pop("OMP_NUM_THREADS", None)
     folder = Path(tempfile.mkdtemp(prefix="online_bench_"))
 
-    replays = []
-    for k in range(args.repeats):
-        store = f"sqlite:///{folder / f'replay{k}.db'}"
-        proc, port = serve_online(store, demo, args.log_dir / "online_bench_serve.log", env)
-        try:
-            replays.append(ingest(port, rows, args.batch))
-            print(f"  replay {k}: {replays[-1]['rows_per_s']:,.0f} rows/s", file=sys.stderr)
-        finally:
-            stop(proc)
-    replay = sorted(replays, key=lambda r: r["rows_per_s"])[len(replays) // 2]
-
-    store = f"sqlite:///{folder / 'replay0.db'}"
+    replays: dict[int, list[dict]] = {}
+    for size in [int(x) for x in args.batch.split(",")]:
+        replays[size] = []
+        for k in range(args.repeats):
+            store = f"sqlite:///{folder / f'replay{size}-{k}.db'}"
+            proc, port = serve_online(store, demo, args.log_dir / "online_bench_serve.log", env)
+            try:
+                replays[size].append(ingest(port, rows, size))
+                print(f"  batches of {size:,}, replay {k}: {replays[size][-1]['rows_per_s']:,.0f} rows/s",
+                      file=sys.stderr)
+            finally:
+                stop(proc)
+    store = f"sqlite:///{folder / f'replay{size}-0.db'}"  # a loaded store for the read measurements
     ids = sorted({r["customer_id"] for r in rows})
     body = folder / "by_id.json"
     body.write_text(json.dumps({"customers": [{"customer_id": ids[len(ids) // 2]}]}))
     proc, port = serve_online(store, demo, args.log_dir / "online_bench_serve.log", env)
     try:
         fresh = freshness(port, ids, args.probes)
-        by_id_online = measure(f"http://127.0.0.1:{port}/score", body, args.seconds, args.repeats, args.connections)
     finally:
         stop(proc)
     features = folder / "features.parquet"
     subprocess.run([str(BIN / "winback"), "online", "features", "--online-store", store, "--as-of", AS_OF,
                     "--profiles", str(demo / "data" / "customers.parquet"), "--output", str(features)], check=True,
                    env=env, capture_output=True)
-    port = free_port()
+    # both servers up at once, runs alternated: the machine's speed drifts, a ratio of neighbours does not
+    online, online_port = serve_online(store, demo, args.log_dir / "online_bench_serve.log", env)
+    snapshot_port = free_port()
     log = args.log_dir / "online_bench_snapshot.log"
-    proc = start([str(BIN / "winback"), "serve", "--port", str(port), "--features", str(features), "--no-access-log"],
-                 env, log)
+    snapshot = start([str(BIN / "winback"), "serve", "--port", str(snapshot_port), "--features", str(features),
+                      "--no-access-log"], env, log)
+    pairs = []
     try:
-        wait_ready(port, "/readyz", proc, log)
-        by_id_snapshot = measure(f"http://127.0.0.1:{port}/score", body, args.seconds, args.repeats, args.connections)
+        wait_ready(snapshot_port, "/readyz", snapshot, log)
+        for k in range(args.repeats):
+            a = measure(f"http://127.0.0.1:{online_port}/score", body, args.seconds, 1, args.connections)
+            b = measure(f"http://127.0.0.1:{snapshot_port}/score", body, args.seconds, 1, args.connections)
+            pairs.append((a, b))
+            print(f"  /score by id: online {a['rps']:,.0f} rps, snapshot {b['rps']:,.0f} rps", file=sys.stderr)
     finally:
-        stop(proc)
+        stop(online)
+        stop(snapshot)
+    ratios = [a["rps"] / b["rps"] for a, b in pairs]
 
     print(f"# {' '.join(sys.argv)}")
     print(f"# {date.today()}, {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
           f"winback serve, 2 workers, access log off; SQLite online store")
-    print(f"ingest: {replay['applied']:,} purchase rows of {demo / 'data' / 'transactions.parquet'} posted in "
-          f"batches of {args.batch:,} by 2 clients: {replay['rows_per_s']:,.0f} rows/s (median of "
-          f"{args.repeats}: {', '.join(f'{r['rows_per_s']:,.0f}' for r in replays)}; errors "
-          f"{sum(r['errors'] for r in replays)})")
+    for size, runs in replays.items():
+        median = sorted(runs, key=lambda r: r["rows_per_s"])[len(runs) // 2]
+        print(f"ingest: {median['applied']:,} purchase rows of {demo / 'data' / 'transactions.parquet'} posted in "
+              f"batches of {size:,} by 2 clients into an empty store: {median['rows_per_s']:,.0f} rows/s (median "
+              f"of {len(runs)}: {', '.join(format(r['rows_per_s'], ',.0f') for r in runs)}; errors "
+              f"{sum(r['errors'] for r in runs)})")
     print(f"event → fresh /score: p50 {fresh['p50_ms']:.1f} ms, p99 {fresh['p99_ms']:.1f} ms, max "
           f"{fresh['max_ms']:.1f} ms over {fresh['probes']} probes")
-    print(f"/score by id, hey -c {args.connections}, {args.seconds:.0f} s runs, median of {args.repeats}: online store "
-          f"{by_id_online['rps']:,.0f} rps (runs {by_id_online['runs_rps']}, p99 {by_id_online['p99_ms']:.1f} ms, "
-          f"errors {by_id_online['errors']}); snapshot {by_id_snapshot['rps']:,.0f} rps (runs "
-          f"{by_id_snapshot['runs_rps']}, p99 {by_id_snapshot['p99_ms']:.1f} ms); ratio "
-          f"{by_id_online['rps'] / by_id_snapshot['rps']:.2f}")
+    print(f"/score by id, hey -c {args.connections}, {args.seconds:.0f} s runs alternated between the two servers, "
+          f"{args.repeats} pairs: online store {statistics.median(a['rps'] for a, _ in pairs):,.0f} rps (runs "
+          f"{[round(a['rps']) for a, _ in pairs]}, p99 {statistics.median(a['p99_ms'] for a, _ in pairs):.1f} ms, "
+          f"errors {sum(a['errors'] for a, _ in pairs)}); snapshot {statistics.median(b['rps'] for _, b in pairs):,.0f} "
+          f"rps (runs {[round(b['rps']) for _, b in pairs]}, errors {sum(b['errors'] for _, b in pairs)}); "
+          f"ratio per pair {[round(r, 2) for r in ratios]}, median {statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":

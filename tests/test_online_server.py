@@ -110,3 +110,62 @@ def test_serve_refuses_online_flags_that_cannot_work_in_one_line(deployment):
     both = winback("serve", "--online-store", "sqlite:///o.db", "--features", str(deployment["root"] / "tx.parquet"),
                    env=env)
     assert both.returncode == 2 and "keep one" in both.stderr
+
+
+def test_with_redis_down_the_server_answers_from_its_last_state_and_says_degraded(deployment):
+    import redis_server
+
+    if redis_server.missing() is not None:
+        pytest.skip(redis_server.missing())
+    root, env = deployment["root"], deployment["env"]
+    features = deployment["features"]
+    with redis_server.throwaway_redis() as redis:
+        url = redis.url(prefix="srv:")
+        # the file replayed through a Redis Stream into the Redis store, as a live feed would deliver it
+        published = winback("stream", "publish", "--redis", redis.url(), "--stream", "feed", "--transactions",
+                            str(root / "tx.parquet"), env=env)
+        assert published.returncode == 0, published.stderr[-2000:]
+        consumed = winback("stream", "--redis", redis.url(), "--stream", "feed", "--online-store", url,
+                           "--no-models", "--max-idle-s", "1", "--as-of", AS_OF, env=env)
+        assert consumed.returncode == 0, consumed.stderr[-2000:]
+        proc, base, log = start_server(deployment, url, "--workers", "1")
+        try:
+            with httpx.Client(base_url=base, timeout=30) as client:
+                seen = features["customer_id"].tolist()[:5]
+                before = {cid: client.post("/score", json={"customers": [{"customer_id": cid}]}).json()
+                          for cid in seen}
+                for cid in seen:  # the stream's state scores as the batch features of the same file do
+                    given = client.post("/score", json=inline(features, cid)).json()
+                    assert before[cid]["scores"][0]["churn_probability"] == pytest.approx(
+                        given["scores"][0]["churn_probability"], abs=1e-12)
+                redis.process.terminate()
+                redis.process.wait(timeout=10)
+                after = {cid: client.post("/score", json={"customers": [{"customer_id": cid}]}) for cid in seen}
+                assert all(a.status_code == 200 and a.json() == before[cid] for cid, a in after.items())
+                never = client.post("/score", json={"customers": [{"customer_id": features["customer_id"].iloc[-1]}]})
+                assert never.status_code == 503 and "unreachable" in never.json()["error"]
+                ready = client.get("/readyz")
+                assert ready.status_code == 200 and ready.text.startswith("degraded: online store")
+                posted = client.post("/events", json={"transactions": [
+                    {"event_id": "x1", "customer_id": seen[0], "timestamp": AS_OF, "amount": 5.0}]})
+                assert posted.status_code == 503 and "nothing applied" in posted.json()["error"]
+                # Redis back (empty: this one keeps nothing on disk): the next probe finds it and says so
+                again = subprocess.Popen(["redis-server", "--port", str(redis.port), "--bind", "127.0.0.1", "--save",
+                                          "", "--appendonly", "no", "--dir", str(root)],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                try:
+                    import time
+
+                    deadline = time.monotonic() + 20
+                    while client.get("/readyz").text.startswith("degraded") and time.monotonic() < deadline:
+                        time.sleep(0.3)
+                    assert not client.get("/readyz").text.startswith("degraded")
+                finally:
+                    again.terminate()
+                    again.wait(timeout=10)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+            log.close()
+        text = (root / f"server-{base.rsplit(':', 1)[1]}.log").read_text()
+        assert text.count("answering from the last state") == 1 and "reachable again" in text

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from winback import (cli_campaign, cli_churn, cli_data, cli_monitor, cli_online, cli_report, cli_serve,
-                     cli_simulate, cli_uplift)
+                     cli_simulate, cli_stream, cli_uplift)
 
 app = typer.Typer(help="winback: churn, lifecycle segments and which incentive to send.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -25,6 +25,7 @@ cli_campaign.register(app, simulate_app)
 cli_monitor.register(app)
 cli_report.register(app)
 cli_online.register(app)
+cli_stream.register(app)
 
 
 def main() -> None:

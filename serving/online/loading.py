@@ -20,7 +20,9 @@ def batches(purchases: pd.DataFrame, events: pd.DataFrame | None, size: int):
     for start in range(0, len(order), size):
         part = order[start:start + size]
         p, e = np.sort(part[part < n]), np.sort(part[part >= n] - n)
-        yield Batch(_unique(purchases.iloc[p]), _unique(events.iloc[e]))
+        bought, engaged = _unique(purchases.iloc[p]), _unique(events.iloc[e])
+        # an id used by a purchase and an event counts once, as in `parse_batch` (the purchase)
+        yield Batch(bought, engaged[~engaged[EVENT_ID].isin(bought[EVENT_ID])].reset_index(drop=True))
 
 
 def _unique(frame: pd.DataFrame) -> pd.DataFrame:
