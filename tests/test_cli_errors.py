@@ -52,6 +52,24 @@ def test_package_without_a_tracking_store_names_the_uri_it_searched(tmp_path, mo
     assert not (tmp_path / "mlflow.db").exists()  # nothing created on the way
 
 
+def test_package_from_model_directories_needs_no_tracking_store(models, tmp_path):
+    """Only models:/ and runs:/ URIs are looked up in MLflow; a downloaded model directory is packaged as is."""
+    import subprocess
+    import sys
+
+    from conftest_service import REPO, service_env
+
+    _, churn, uplift = models
+    env = service_env(tmp_path / "bentoml", PYTHONPATH=str(REPO))
+    env.pop("MLFLOW_TRACKING_URI", None)
+    done = subprocess.run([sys.executable, "-m", "winback.cli", "package", "--churn-model", str(churn),
+                           "--uplift-model", str(uplift)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "winback-churn:" in done.stdout and "winback-uplift:" in done.stdout
+    assert not (tmp_path / "mlflow.db").exists()
+
+
 @pytest.mark.parametrize("url, says", [
     ("postgresql+psycopg://alice:s3cret@127.0.0.1:9/optuna", "connection to server at \"127.0.0.1\", port 9 failed"),
     ("foo://optuna", "Can't load plugin: sqlalchemy.dialects:foo"),

@@ -26,7 +26,8 @@ def package(
     from training.tracking import TrackingSettings
 
     tracking_uri = TrackingSettings.from_env().tracking_uri
-    if tracking_uri.startswith("sqlite:///"):
+    needs_store = any(uri.startswith(("models:/", "runs:/")) for uri in (churn_model, uplift_model))
+    if needs_store and tracking_uri.startswith("sqlite:///"):
         store = Path(tracking_uri[len("sqlite:///"):])
         if not store.is_file():  # MLflow would create an empty store here and then find no model
             fail(f"no MLflow tracking store at {tracking_uri} ({store.absolute()} does not exist): run where "
