@@ -253,6 +253,21 @@ def test_a_crossing_writes_one_trigger_with_old_new_and_the_incentive_and_surviv
     assert again.store.triggers(after=triggers[-1]["id"], limit=10)[0]["customer_id"] == dormant
 
 
+def test_a_history_loaded_without_models_is_scored_by_one_sweep_of_the_same_day(sim_files, runtimes, tmp_path):
+    churn, uplift = runtimes
+    tx, _ = with_ids(sim_files["sim"])
+    tx = tx[tx["timestamp"] <= "2025-06-30"]
+    day = Clock(dt.date(2025, 6, 30))
+    load_frames(OnlineEngine(SQLiteStore(tmp_path / "o.db"), clock=day), tx, None, 5000)  # `winback online load`
+    scored = OnlineEngine(SQLiteStore(tmp_path / "o.db"), churn, uplift, clock=day)
+    swept = scored.sweep()
+    customers = {cid: c for part in scored.store.scan() for cid, c in part.items()}
+    assert swept.customers == len(customers) == tx["customer_id"].nunique()
+    assert swept.triggers == 0  # a first score is not a crossing
+    assert all(c.churn_probability is not None and c.lifecycle_stage is not None for c in customers.values())
+    assert scored.sweep().customers == 0  # scored now, and up to date
+
+
 def test_trigger_rule_refuses_a_threshold_outside_zero_one_and_unknown_stages():
     with pytest.raises(DataError, match="between 0 and 1"):
         TriggerRule(churn_threshold=1.5)

@@ -131,12 +131,15 @@ class OnlineEngine:
 
     def sweep(self, batch_size: int = 5_000) -> Applied:
         """Recompute every customer whose stored features are older than the clock's day (recency grows while a
-        customer is silent, so stages and churn probabilities cross thresholds without any event)."""
+        customer is silent, so stages and churn probabilities cross thresholds without any event), and, with a
+        churn model, every customer with features but no score yet (a history loaded without models)."""
         today = self.clock.day()
         empty = parse_batch([], [])
         totals = np.zeros(5, dtype=np.int64)
+        unscored = self.churn is not None
         for part in self.store.scan(batch_size):
-            stale = [cid for cid, c in part.items() if c.features_day != today]
+            stale = [cid for cid, c in part.items() if c.features_day != today
+                     or (unscored and c.churn_probability is None and c.features is not None)]
             if stale:
                 done = self.store.apply(empty, self.materialise, touch=stale)
                 totals += [done.received, done.duplicates, done.applied, done.customers, done.triggers]
