@@ -26,7 +26,10 @@ def _train(directory, json_name, trials=TRIALS, extra=(), register_as="sim-uplif
             "--transactions", str(directory / "transactions.parquet"),
             "--profiles", str(directory / "customers.parquet"), "--as-of", AS_OF,
             "--catalog", str(directory / "incentives.yaml"), "--trials", str(trials), "--seed", "5",
-            "--register-as", register_as, "--json-out", str(directory / json_name), *extra]
+            "--register-as", register_as, "--json-out", str(directory / json_name),
+            # 900 validation rows show no arm's sends to pay at 95 %: the point estimates decide here, so that
+            # the tests below have sends to cap and compare
+            "--decision-confidence", "0.5", *extra]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output + repr(result.exception)
     return json.loads((directory / json_name).read_text())
@@ -105,9 +108,24 @@ def test_validation_figures_are_recomputed_from_the_logged_model_on_the_held_out
         w = (arm == choice) / data.propensity[rows]
         return np.sum(w * net) / np.sum(w)
 
-    decided = prediction.decision  # −1 = control
+    from serving.runtime.decision import decide
+
+    allowed = np.isin(runtime.arms, runtime.validated_arms)
+    # the model's own decisions (−1 = control) over the arms it may send, whatever rule is shipped
+    decided = decide(np.where(allowed, prediction.net_value, -np.inf))
     ipw = np.sum(((arm == decided) / data.propensity[rows]) * net) / np.sum((arm == decided) / data.propensity[rows])
     assert v["net_policy_value"]["model"] == pytest.approx(ipw - value(-1))
+    shipped = prediction.decision
+    ipw = np.sum(((arm == shipped) / data.propensity[rows]) * net) / np.sum((arm == shipped) / data.propensity[rows])
+    assert v["decision"]["net_policy_value"] == pytest.approx(ipw - value(-1))
+    assert v["decision"]["rule"] == runtime.rule
+    assert set(runtime.validated_arms) <= set(runtime.arms) and runtime.validated_arms == v["decision"]["validated_arms"]
+    rules = v["decision"]["rules"]
+    for name, shown in rules.items():  # the rule table's values are the policy table's
+        assert shown["net_policy_value"] == pytest.approx(v["net_policy_value"][name])
+    # a baseline ships only when it beats the model's decisions beyond their paired confidence bound
+    assert rules[runtime.rule]["beats_model"] or (runtime.rule == "model" and
+                                                  not any(r["beats_model"] for r in rules.values()))
     assert v["net_policy_value"][f"all:{runtime.arms[0]}"] == pytest.approx(value(0) - value(-1))
 
 
@@ -218,7 +236,7 @@ def test_retraining_the_same_model_does_not_displace_the_champion(trained):
     assert registered["alias"] == "challenger" and registered["champion_version"] == "1"
     assert registered["comparison"]["difference"] <= registered["comparison"]["difference_se"]
     assert registered["reason"].startswith("does not beat champion version 1")
-    assert registered["comparison"]["candidate"] == pytest.approx(second["validation"]["net_policy_value"]["model"])
+    assert registered["comparison"]["candidate"] == pytest.approx(second["validation"]["decision"]["net_policy_value"])
     assert np.isclose(first["validation"]["net_policy_value"]["model"],
                       second["validation"]["net_policy_value"]["model"])
 

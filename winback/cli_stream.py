@@ -65,8 +65,9 @@ def stream_command(
     done = consume(engine, redis_url, stream, group, consumer, count, block_ms, min_idle_ms=min_idle_ms,
                    max_idle_s=max_idle_s,
                    log=lambda line: err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True))
-    rate = done.entries / done.seconds if done.seconds > 0 else 0.0
-    console.print(f"{done.entries:,} entries in {done.batches:,} batches ({rate:,.0f}/s): {done.applied:,} applied, "
+    rate = done.entries / done.busy_seconds if done.busy_seconds > 0 else 0.0
+    console.print(f"{done.entries:,} entries in {done.batches:,} batches ({rate:,.0f}/s while applying; "
+                  f"{done.seconds:,.1f} s in all): {done.applied:,} applied, "
                   f"{done.duplicates:,} already in the store, {done.dead:,} dead-lettered; {done.customers:,} customer "
                   f"writes, {done.triggers:,} trigger(s) ({store.url})", highlight=False, soft_wrap=True)
 

@@ -41,6 +41,10 @@ def train_uplift_command(
     refit: bool = flag("--refit/--no-refit", "After tuning and validation, ship the chosen learner refitted on every "
                        "row (the validation figures are of the fit on the training split). Default: on.",
                        default=True),
+    decision_confidence: float = typer.Option(0.95, "--decision-confidence", min=0.5, max=0.999,
+                                              help="An incentive is sent only if the customers the model sends it to "
+                                              "were worth more sent than not, out of fold, at this confidence "
+                                              "(split between the incentives); 0.5: when the estimate says so."),
     storage: str | None = typer.Option(None, "--storage", help="Optuna RDB URL shared by several processes."),
     study_name: str | None = typer.Option(None, "--study-name", help="Optuna study name (needed with --storage)."),
     events: Path | None = cli_events.events_option(),
@@ -85,7 +89,7 @@ def train_uplift_command(
         transactions=transactions, profiles=profiles, as_of=parse_date(as_of, "--as-of") if as_of else None,
         campaign_date=parse_date(campaign_date, "--campaign-date") if campaign_date else None,
         trials=trials, timeout=timeout, seed=seed, experiment=experiment, register_as=register_as,
-        churn_model=churn_model, refit=refit, storage=storage, study_name=study_name, events=events,
+        churn_model=churn_model, refit=refit, decision_confidence=decision_confidence, storage=storage, study_name=study_name, events=events,
         event_columns=(event_id_col or "customer_id", event_time_col, event_type_col), event_types=types,
         event_top=top)
     with progress() as bar:
@@ -107,13 +111,26 @@ def _print_result(result: dict) -> None:
     for arm in result["arms"]:
         arms.add_row(arm, f"{v['qini_auc'][arm]:.4f}", f"{v['uplift_auc'][arm]:.4f}", f"{v['uplift_at_30'][arm]:.4f}")
     console.print(arms)
+    decision = v["decision"]
     table = Table(title="policy value per customer (IPW)")
-    for col in ("policy", "outcome", "net value vs control", "sent"):
+    for col in ("policy", "outcome", "net value vs control", "sent", "vs model (± se)"):
         table.add_column(col)
     for name in v["policy_value"]:
+        shown = decision["rules"].get(name)
         table.add_row(name, f"{v['policy_value'][name]:.4f}", f"{v['net_policy_value'][name]:+.4f}",
-                      f"{v['send_share'][name]:.0%}")
+                      f"{v['send_share'][name]:.0%}", "" if shown is None or name == "model" else
+                      f"{shown['minus_model']:+.4f} ± {shown['minus_model_se']:.4f}")
     console.print(table)
+    from training.uplift.train import shipped_note
+
+    dropped = [a for a in result["arms"] if a not in decision["validated_arms"]]
+    if dropped:
+        console.print(f"not sent: {', '.join(dropped)} (the validation customers the model would send it to were "
+                      f"not shown to be worth its cost, at {decision['confidence']:.0%})", highlight=False)
+    note = shipped_note(v)
+    console.print(f"shipped decision rule: {decision['rule']} ({decision['net_policy_value']:+.4f} net per customer "
+                  f"on the validation rows, sends {decision['send_share']:.0%})" + (f" — {note[2:]}" if note else ""),
+                  highlight=False)
 
 
 @handle_errors

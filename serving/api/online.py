@@ -172,7 +172,8 @@ def recommend_columns(churn: ChurnRuntime, uplift: UpliftRuntime, X_churn: np.nd
     probability; with `max_sends` / `budget`, only the sends that fit the caps (`decide_with_cap`) are kept."""
     pred = uplift.predict(X_uplift)
     if max_sends is not None or budget is not None:
-        capped = decide_with_cap(pred.net_value, uplift.catalog.costs, max_sends=max_sends, budget=budget)
+        capped = decide_with_cap(pred.net_value, uplift.catalog.costs, max_sends=max_sends, budget=budget,
+                                 decision=pred.decision)
         pred = dataclasses.replace(pred, decision=capped)
     return RecommendColumns(list(pred.arms), pred.incentive, pred.expected_net_value, pred.uplift,
                             churn.predict_proba(X_churn), pred.featured_category, pred.category_affinity)

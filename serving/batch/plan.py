@@ -149,7 +149,8 @@ def plan_campaign(recommendations: pd.DataFrame, design: PlanDesign, catalog: Ca
         rows = np.flatnonzero(model & (recommended > 0))
         net = np.full((len(rows), k), -np.inf)
         net[np.arange(len(rows)), recommended[rows] - 1] = value[rows]
-        capped = decide_with_cap(net, costs, max_sends=design.max_sends, budget=design.budget)
+        capped = decide_with_cap(net, costs, max_sends=design.max_sends, budget=design.budget,
+                                 decision=recommended[rows] - 1)
         policy[rows] = np.where(capped == CONTROL, 0, capped + 1)
 
     action = np.where(holdout | suppressed, 0, np.where(explore, explored_arm, policy))

@@ -128,7 +128,8 @@ def recommend(runtime: UpliftRuntime, input_path: str | Path, output_path: str |
                 on_rows(len(chunk))
         if capped and kept:
             net = np.concatenate([p.net_value for _, p in kept])
-            decision = decide_with_cap(net, cat.costs, max_sends=max_sends, budget=budget)
+            decision = decide_with_cap(net, cat.costs, max_sends=max_sends, budget=budget,
+                                       decision=np.concatenate([p.decision for _, p in kept]))
             start = 0
             for ids, prediction in kept:
                 part = decision[start:start + len(ids)]

@@ -50,6 +50,7 @@ class Consumed:
     dead: int = 0
     batches: int = 0
     seconds: float = 0.0
+    busy_seconds: float = 0.0  # reading a batch's entries, applying them and acknowledging (no waiting)
 
     def add(self, done: Applied) -> None:
         for name in ("received", "duplicates", "applied", "customers", "triggers"):
@@ -208,6 +209,7 @@ def consume(engine: OnlineEngine, redis_url: str, stream: str, group: str, consu
 
     def handle(entries) -> None:
         nonlocal last_entry
+        began = time.monotonic()
         live = [(i, f) for i, f in entries if f]  # entries trimmed away from the stream come back without fields
         gone = [i for i, f in entries if not f]
         parsed, bad = parse_entries(live) if live else ([], [])
@@ -230,6 +232,7 @@ def consume(engine: OnlineEngine, redis_url: str, stream: str, group: str, consu
         if gone:
             logger.info("acknowledged %d entries deleted from %s", len(gone), stream)
         last_entry = time.monotonic()
+        totals.busy_seconds += last_entry - began
 
     try:
         while not stopper():

@@ -35,7 +35,7 @@ from serving.runtime import churn as churn_runtime
 from serving.runtime.decision import personal
 from serving.runtime.boosters import BoosterCaller
 from serving.runtime.decision.catalog import Catalog
-from serving.runtime.decision import CONTROL, chosen_values, decide, net_values
+from serving.runtime.decision import CONTROL, MODEL_RULE, apply_rule, chosen_values, decide, net_values
 from serving.runtime.encoding import FeatureEncoder
 from serving.runtime.reference import load_reference, save_reference
 
@@ -84,6 +84,7 @@ class UpliftRuntime:
         self.metadata = dict(metadata or {})
         self.reference: dict | None = None  # drift reference (serving.monitoring.drift), set at training
         self._callers = {name: BoosterCaller(b) for name, b in self.boosters.items()}
+        self._allowed = self._allowed_mask()
 
     def compile_trees(self, on: bool = True) -> "UpliftRuntime":
         """Large batches through the boosters compiled by lleaves (the `fast` extra; compiled now or loaded
@@ -165,6 +166,41 @@ class UpliftRuntime:
             return base / max(k, 1), out, uplift
         raise ValueError(f"unknown learner kind {kind!r}")
 
+    # -- the decision --------------------------------------------------------------------------
+    @property
+    def validated_arms(self) -> list[str] | None:
+        """The arms the decision may send: those whose sends were shown out of fold to pay for their cost
+        (`training.uplift.decision`); None for a model trained before that check (every arm)."""
+        arms = self.metadata.get("decision", {}).get("validated_arms")
+        return None if arms is None else list(arms)
+
+    @property
+    def rule(self) -> str:
+        """The shipped decision rule: `model` (the net-value decision over the validated arms), or the baseline
+        that was worth more out of fold (`serving.runtime.decision.apply_rule`)."""
+        return self.metadata.get("decision", {}).get("rule", MODEL_RULE)
+
+    def set_decision(self, validated_arms: list[str] | None = None, rule: str | None = None,
+                     **evidence) -> "UpliftRuntime":
+        """Record which arms the decision may send and the rule it ships (kept in runtime.json)."""
+        decision = dict(self.metadata.get("decision", {}))
+        if validated_arms is not None:
+            unknown = [a for a in validated_arms if a not in self.arms]
+            if unknown:
+                raise ValueError(f"validated arms {unknown} are not arms of the model ({self.arms})")
+            decision["validated_arms"] = list(validated_arms)
+        if rule is not None:
+            apply_rule(rule, np.zeros(0, dtype=np.int64), np.zeros((0, len(self.arms))), self.arms)  # known?
+            decision["rule"] = rule
+        decision.update(evidence)
+        self.metadata["decision"] = decision
+        self._allowed = self._allowed_mask()
+        return self
+
+    def _allowed_mask(self) -> np.ndarray | None:
+        arms = self.validated_arms
+        return None if arms is None else np.array([a in arms for a in self.arms], dtype=bool)
+
     @property
     def categories(self) -> dict[str, str]:
         """Category → affinity column the model knows (empty without personalisation)."""
@@ -206,7 +242,10 @@ class UpliftRuntime:
             else:
                 revenue = self._target(recipe, X)
         net = net_values(uplift, p_arm, cat.costs, cat.redemption_costs, cat.outcome_value, revenue[2])
-        return UpliftPrediction(self.arms, self.control, uplift, p_control, p_arm, *revenue, net, decide(net),
+        # only arms whose sends were shown to pay out of fold are sent (the others' estimates are kept, not used)
+        decision = decide(net if self._allowed is None else np.where(self._allowed, net, -np.inf))
+        decision = apply_rule(self.rule, decision, uplift, self.arms)
+        return UpliftPrediction(self.arms, self.control, uplift, p_control, p_arm, *revenue, net, decision,
                                 *featured)
 
     def predict_uplift(self, X: np.ndarray) -> np.ndarray:

@@ -48,6 +48,7 @@ class UpliftConfig:
     churn_model: str | None = None
     test_size: float = 0.3
     more_campaigns: tuple[Path, ...] = ()  # further campaign logs stacked with the first (see read_campaigns)
+    decision_confidence: float = 0.95  # one-sided confidence of the uplift's lower bound the decision uses
     refit: bool = True  # ship the chosen learner refitted on every row; the validation figures are of the 70 % fit
     storage: str | None = None  # Optuna RDB URL shared by several processes (with study_name)
     study_name: str | None = None

@@ -19,6 +19,7 @@ from features.errors import DataError
 from features.io import write_text_atomic
 from serving.batch.recommend import recommendation_frame
 from serving.monitoring.drift import build_reference
+from serving.runtime.decision import MODEL_RULE
 from serving.runtime.decision.catalog import dump_catalog
 from serving.runtime.encoding import FeatureEncoder
 from serving.runtime.uplift import UpliftRuntime, load_uplift_runtime
@@ -27,6 +28,7 @@ from training.promotion import (Comparison, NotComparable, kind_differences, loa
                                 registry_note)
 from training.tracking import (TrackingSettings, describe_run, explicit_signature, frame_hash, log_dataset, log_params,
                                loose_signature, metric_key, pyfunc_example, reproducibility_tags)
+from training.uplift.decision import choose_rule, rule_decisions, validate_arms
 from training.uplift.data import CampaignData, UpliftConfig, load_campaign, stratified_split
 from training.uplift.evaluate import arm_metrics, policies_from_prediction, policy_table
 from training.uplift.learners import fit_runtime
@@ -134,8 +136,41 @@ def _description(config: UpliftConfig, data: CampaignData, learner: str, validat
             f"\n\nLearner {learner}, tuned by Optuna. On the {validation['n']:,} validation customers the model's "
             f"decisions are worth {net['model']:.4f} net per customer over sending nothing (best single arm for "
             f"everyone: {best_arm} {net[f'all:{best_arm}']:.4f})"
+            f"{shipped_note(validation)}"
             f"{'; the shipped model is the same learner refitted on every row' if config.refit else ''}.")
     return text + registry_note(registered)
+
+
+def _rows(data: CampaignData, rows: np.ndarray) -> tuple:
+    return data.y[rows], None if data.revenue is None else data.revenue[rows], data.arm[rows], data.propensity[rows]
+
+
+def _validate_arms(runtime: UpliftRuntime, data: CampaignData, rows: np.ndarray,
+                   config: UpliftConfig) -> tuple[list[str], dict]:
+    """`training.uplift.decision.validate_arms` on the held-out `rows`, from the model's unchecked net values."""
+    runtime.metadata.pop("decision", None)
+    runtime.set_decision()
+    net = runtime.predict(runtime.encoder.transform(data.frame.iloc[rows])).net_value
+    return validate_arms(net, *_rows(data, rows), config.catalog, config.decision_confidence)
+
+
+def _choose_rule(data: CampaignData, rows: np.ndarray, prediction, validated: list[str],
+                 config: UpliftConfig) -> tuple[str, dict]:
+    """The rule to ship among the model's decisions and the baselines, on the held-out `rows`."""
+    decisions = rule_decisions(prediction.net_value, prediction.uplift, config.catalog.arms, validated)
+    return choose_rule(decisions, *_rows(data, rows), config.catalog, config.decision_confidence)
+
+
+def shipped_note(validation: dict) -> str:
+    """'' when the model's decisions are shipped, else which baseline beat them (the run, the JSON, the CLI)."""
+    rule = validation["decision"]["rule"]
+    if rule == MODEL_RULE:
+        return ""
+    net = validation["net_policy_value"]
+    shown = validation["decision"]["rules"][rule]
+    return (f"; the model's decisions lose to the baseline {rule} ({net[rule]:+.4f} against {net['model']:+.4f} "
+            f"net per customer on the validation rows, {shown['minus_model']:+.4f} ± {shown['minus_model_se']:.4f}), "
+            f"so the shipped model decides by {rule}")
 
 
 def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None) -> dict:
@@ -201,9 +236,22 @@ def train_uplift(config: UpliftConfig, tracking: TrackingSettings, on_trial=None
                                 learner, params, config.seed,
                                 None if data.revenue is None else data.revenue[train_rows], metadata,
                                 propensity=data.propensity[train_rows])
+        # which arms the decision may send: those whose sends pay on the validation rows (unseen by tuning)
+        validated, evidence = _validate_arms(evaluated, data, test_rows, config)
+        evaluated.set_decision(validated)
         validation, prediction = evaluate_runtime(evaluated, data, test_rows, config)
+        rule, rules = _choose_rule(data, test_rows, prediction, validated, config)
+        if rule != MODEL_RULE:  # a baseline is clearly worth more than the model's decisions: it is what ships
+            evaluated.set_decision(rule=rule)
+            prediction = evaluated.predict(evaluated.encoder.transform(data.frame.iloc[test_rows]))
+        validation["decision"] = {"rule": rule, "validated_arms": validated, "confidence": config.decision_confidence,
+                                  "net_policy_value": validation["net_policy_value"][rule],
+                                  "send_share": validation["send_share"][rule], "arms": evidence, "rules": rules}
         _log_validation(validation, prediction, data, test_rows, evaluated, Path(tmp))
+        mlflow.set_tag("winback.decision_rule", rule)
+        mlflow.log_metric("shipped_net_policy_value", validation["net_policy_value"][rule])
         runtime = _refit(data, learner, params, config, metadata) if config.refit else evaluated
+        runtime.set_decision(validated, rule)
         runtime.reference = uplift_reference(runtime, data.frame.iloc[test_rows], validation)
         mlflow.log_param("fitted_on", "all rows" if config.refit else "training split")
 
@@ -232,7 +280,7 @@ def uplift_reference(runtime: UpliftRuntime, frame: pd.DataFrame, validation: di
     distribution of expected_net_value under the shipped model."""
     return build_reference(frame[runtime.encoder.features_], list(runtime.encoder.categories_),
                            model_outputs("uplift", runtime, frame),
-                           {"net_policy_value": validation["net_policy_value"]["model"], "rows": validation["n"]})
+                           {"net_policy_value": validation["decision"]["net_policy_value"], "rows": validation["n"]})
 
 
 def _refit(data: CampaignData, learner: str, params: dict, config: UpliftConfig, metadata: dict) -> UpliftRuntime:

@@ -40,6 +40,33 @@ def decide(net_value: np.ndarray) -> np.ndarray:
     return np.where(best_value > 0, best, CONTROL).astype(np.int64)
 
 
+MODEL_RULE = "model"
+
+
+def rule_names(arms: list[str]) -> list[str]:
+    """The decision rules a model may ship: its own net-value decision, and the baselines it is compared with."""
+    return [MODEL_RULE, "argmax_uplift", "control", *(f"all:{arm}" for arm in arms)]
+
+
+def apply_rule(rule: str | None, decision: np.ndarray, uplift: np.ndarray, arms: list[str]) -> np.ndarray:
+    """The decision under a shipped rule: `model` (or None) keeps `decision` (the net-value argmax);
+    `argmax_uplift` sends the arm of highest positive uplift whatever it costs; `control` sends nothing;
+    `all:<arm>` sends that arm to everyone."""
+    if rule is None or rule == MODEL_RULE:
+        return decision
+    n = len(decision)
+    if rule == "control":
+        return np.full(n, CONTROL, dtype=np.int64)
+    if rule == "argmax_uplift":
+        if uplift.shape[1] == 0:
+            return np.full(n, CONTROL, dtype=np.int64)
+        best = np.argmax(uplift, axis=1)
+        return np.where(uplift[np.arange(n), best] > 0, best, CONTROL).astype(np.int64)
+    if rule.startswith("all:") and rule[4:] in arms:
+        return np.full(n, arms.index(rule[4:]), dtype=np.int64)
+    raise ValueError(f"unknown decision rule {rule!r} (known: {', '.join(rule_names(arms))})")
+
+
 def chosen_values(values: np.ndarray, decision: np.ndarray, control_value: float = 0.0) -> np.ndarray:
     """values[i, decision[i]], or `control_value` where the decision is CONTROL."""
     values = np.asarray(values, dtype=np.float64)
@@ -50,8 +77,9 @@ def chosen_values(values: np.ndarray, decision: np.ndarray, control_value: float
 
 
 def decide_with_cap(net_values: np.ndarray, costs: np.ndarray, max_sends: int | None = None,
-                    budget: float | None = None) -> np.ndarray:
-    """Argmax decision, then the sends that fit the caps; every other row goes to CONTROL.
+                    budget: float | None = None, decision: np.ndarray | None = None) -> np.ndarray:
+    """Argmax decision (or the given `decision`, e.g. a model's shipped rule), then the sends that fit the
+    caps; every other row goes to CONTROL.
 
     - `max_sends` (a count cap): the N sends with the highest expected net value (ties by row order).
     - `budget` (a money cap on the total send cost, the sum of `costs` of the chosen arms): sends ranked
@@ -67,7 +95,7 @@ def decide_with_cap(net_values: np.ndarray, costs: np.ndarray, max_sends: int | 
         raise ValueError("budget must be >= 0")
     if net_values.ndim != 2 or net_values.shape[1] != len(costs):
         raise ValueError(f"net_values has shape {net_values.shape}, expected (n, {len(costs)})")
-    decision = decide(net_values)
+    decision = decide(net_values) if decision is None else np.asarray(decision, dtype=np.int64)
     if max_sends is None and budget is None:
         return decision
     sends = np.flatnonzero(decision != CONTROL)
