@@ -27,10 +27,12 @@ echo "== monitoring: today's customers against the churn model's reference (exit
 $WB monitor --model models:/winback-churn@champion --features "$OUT/features.parquet" \
     --json-out "$OUT/monitor.json" --html-out "$OUT/monitor.html"
 
+# --decision-confidence 0.5: on 1,500 validation customers no incentive can be shown to pay at the default 95 %
+# (the model would send nothing); the demo decides on the point estimates of what each incentive's sends return
 echo "== uplift: which incentive to send (Optuna-tuned, tracked in MLflow, registered as winback-uplift@champion)"
 $WB train uplift --campaign "$OUT/data/campaign.parquet" --treatment-col incentive --control no_contact \
     --outcome converted --transactions "$OUT/data/transactions.parquet" --profiles "$OUT/data/customers.parquet" \
-    --as-of 2025-12-31 --catalog "$OUT/data/incentives.yaml" --trials 10 --seed 7 \
+    --as-of 2025-12-31 --catalog "$OUT/data/incentives.yaml" --trials 10 --seed 7 --decision-confidence 0.5 \
     --register-as winback-uplift --json-out "$OUT/uplift.json"
 
 echo "== batch decisions from the champion, capped at a budget of 200"
@@ -53,7 +55,7 @@ echo "== retrain uplift on campaigns 1 + 2 (logged propensities); it becomes cha
 $WB train uplift --campaign "$OUT/data/campaign.parquet" --campaign "$OUT/campaign2.parquet" \
     --treatment-col incentive --control no_contact --outcome converted \
     --transactions "$OUT/data/transactions.parquet" --profiles "$OUT/data/customers.parquet" \
-    --as-of 2025-12-31 --catalog "$OUT/data/incentives.yaml" --trials 10 --seed 7 \
+    --as-of 2025-12-31 --catalog "$OUT/data/incentives.yaml" --trials 10 --seed 7 --decision-confidence 0.5 \
     --register-as winback-uplift --json-out "$OUT/uplift2.json"
 
 echo "== retention strategy report: scores with their top-3 churn reasons, the budget-200 plan with every arm's net"

@@ -57,7 +57,7 @@ def product(tmp_path_factory):
         "churn.json")
     run(root, env, "train", "uplift", "--campaign", "data/campaign.parquet", "--treatment-col", "incentive",
         "--control", "no_contact", "--outcome", "converted", *data, "--as-of", AS_OF, "--catalog",
-        "data/incentives.yaml", "--trials", "2", "--seed", "3", "--register-as", "winback-uplift",
+        "data/incentives.yaml", "--trials", "2", "--seed", "3", "--decision-confidence", "0.5", "--register-as", "winback-uplift",
         "--json-out", "uplift.json")
     packaged = run(root, env, "package")
     run(root, env, "features", "build", *data, "--as-of", AS_OF, "--model", "models:/winback-churn@champion",
