@@ -108,8 +108,8 @@ def real_effect(args) -> dict:
 
     values = {"oracle": value(decide(net)), "shipped": value(prediction.decision)}
     model_decision = decide(prediction.net_value)
-    values["model"] = value(model_decision)
-    for rule in rule_names(list(cat.arms))[1:]:
+    values["model without the check"] = value(model_decision)
+    for rule in rule_names(list(cat.arms))[1:]:  # the baselines (they do not depend on the model's decisions)
         values[rule] = value(apply_rule(rule, model_decision, prediction.uplift, list(cat.arms)))
     return {"rule": runtime.rule, "true_net_per_customer": values,
             "validation_ipw": result["validation"]["net_policy_value"],
@@ -146,7 +146,8 @@ def main() -> None:
               f"{args.fresh:,} (seed 99), true net value per customer; shipped rule {out['rule']}, "
               f"sent {out['sent']:.0%}")
         for name, v in out["true_net_per_customer"].items():
-            ipw, dr = out["validation_ipw"].get(name), out["validation_dr"].get(name)
+            key = "model" if name == "shipped" and out["rule"] == "model" else name
+            ipw, dr = out["validation_ipw"].get(key), out["validation_dr"].get(key)
             print(f"  {name:<28}{v:+9.4f}" + (f"   (validation IPW {ipw:+.4f}, DR {dr:+.4f})" if ipw is not None
                                              else ""))
 
