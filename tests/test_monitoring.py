@@ -20,6 +20,8 @@ from features.simulate import CHURN_DAYS, HISTORY_END, simulate, write_simulatio
 from serving.monitoring.drift import build_reference, compare, psi, status
 from winback.cli import app
 
+pytestmark = pytest.mark.xdist_group("monitoring")  # the module's trained models once, not once per worker
+
 AS_OF = str(HISTORY_END.date())
 
 

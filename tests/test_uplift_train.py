@@ -15,7 +15,7 @@ from serving.batch.recommend import recommendation_frame
 from serving.runtime.uplift import load_uplift_runtime
 from winback.cli import app
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("uplift_train")]  # one trained fixture per run
 AS_OF = "2025-12-31"
 TRIALS = 3
 
