@@ -16,8 +16,6 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -28,6 +26,8 @@ from serving.online.engine import Clock, OnlineEngine, parse_batch
 from serving.online.loading import batches, load_frames
 from serving.online.store import Materialised, SQLiteStore, open_store
 from winback.cli import app
+
+from feature_parity import assert_same_features
 
 pytestmark = pytest.mark.skipif(redis_server.missing() is not None, reason=str(redis_server.missing()))
 
@@ -69,23 +69,6 @@ def sim_with_ids(customers: int, seed: int):
 @pytest.fixture(scope="module")
 def small():
     return sim_with_ids(300, 3)
-
-
-def assert_same_features(online: pd.DataFrame, batch: pd.DataFrame) -> None:
-    """Same customers and columns; numbers allclose (NaN where NaN), text equal."""
-    online = online.set_index("customer_id").sort_index() if "customer_id" in online else online.sort_index()
-    batch = batch.set_index("customer_id").sort_index() if "customer_id" in batch else batch.sort_index()
-    assert online.index.astype(str).tolist() == batch.index.astype(str).tolist()
-    assert sorted(online.columns) == sorted(batch.columns)
-    for name in batch.columns:
-        a, b = online[name], batch[name]
-        if pd.api.types.is_numeric_dtype(b) and not isinstance(b.dtype, pd.CategoricalDtype):
-            np.testing.assert_allclose(pd.to_numeric(a).to_numpy(float), b.to_numpy(float), rtol=1e-9, atol=1e-9,
-                                       equal_nan=True, err_msg=name)
-        else:
-            left = a.astype(object).where(a.notna(), None).map(lambda v: None if v is None else str(v)).tolist()
-            right = b.astype(object).where(b.notna(), None).map(lambda v: None if v is None else str(v)).tolist()
-            assert left == right, name
 
 
 def same_entries(a: dict, b: dict) -> None:
