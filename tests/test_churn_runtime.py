@@ -67,6 +67,26 @@ def test_logistic_stack_adds_log1p_terms_to_the_booster_logit_by_hand():
     assert apply_calibration(np.array([0.5, 0.5]), calibration, terms) == pytest.approx(expected)
 
 
+def test_btyd_stack_term_is_bgnbd_log_odds_of_no_purchase_by_hand():
+    from serving.runtime.churn import btyd_silent_logit
+    from serving.runtime.value.btyd import BgNbd
+
+    bgnbd = {"r": 0.5, "alpha": 20.0, "a": 0.8, "b": 2.5}
+    names = ["frequency", "recency_days", "tenure_days"]
+    # one purchase 10 days ago (x = 0: alive for sure); 4 purchase days, last 200 days ago over 300 days; no purchase
+    X = np.array([[1.0, 10.0, 10.0], [4.0, 200.0, 300.0], [np.nan, np.nan, np.nan]])
+    model = BgNbd(**bgnbd)
+    silent_new = ((20.0 + 10.0) / (20.0 + 10.0 + 90.0)) ** 0.5  # x = 0: alive, P(silent) = E[exp(−λt)]
+    p_old = model.p_alive(3.0, 100.0, 300.0) * (1 - ((20.0 + 300.0) / (20.0 + 390.0)) ** 3.5)
+    p_none = 1 - (20.0 / 110.0) ** 0.5
+    expected = np.log(np.array([silent_new / (1 - silent_new), (1 - p_old) / p_old, (1 - p_none) / p_none]))
+    np.testing.assert_allclose(btyd_silent_logit(X, names, bgnbd, 90), expected, rtol=1e-9, atol=1e-12)
+    # the stack appends it after the log1p terms, and the runtime reads the stored fit
+    terms = stack_terms(X, names, ["frequency"], {"bgnbd": bgnbd, "horizon_days": 90})
+    np.testing.assert_allclose(terms[:, 1], expected, rtol=1e-9, atol=1e-12)
+    assert stack_terms(X, names, ["frequency"]).shape == (3, 1)
+
+
 def test_stacked_runtime_ranks_beyond_the_booster_and_survives_save_and_load(tmp_path):
     calibration = {"method": "logistic_stack", "a": 1.0, "b": 0.0, "columns": ["recency_days"], "weights": [1.0]}
     runtime, frame = make_runtime(calibration)

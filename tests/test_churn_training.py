@@ -102,6 +102,9 @@ def test_logged_model_is_self_contained_and_pyfunc_equals_runtime(trained):
     assert runtime.metadata["run_id"] == trained["summary"]["run_id"] and runtime.metadata["horizon_days"] == 120
     assert runtime.calibration["method"] == "logistic_stack"
     assert runtime.calibration["columns"] == ["recency_days", "frequency", "tenure_days"]
+    # BG/NBD's log-odds of silence is the stack's fourth term, with the parameters fitted as of the cutoff
+    assert len(runtime.calibration["weights"]) == 4 and runtime.calibration["btyd"]["horizon_days"] == 120
+    assert runtime.calibration["btyd"]["bgnbd"] == runtime.value.bgnbd.to_dict()
     model = mlflow.pyfunc.load_model(uri)
     signature = model.metadata.signature
     # the features, all required (spark_udf needs no arguments), every input typed Any (features build's table as is)
@@ -327,6 +330,41 @@ def test_calibration_stacks_log_terms_only_when_every_stack_column_is_a_feature(
     platt, _ = fit_calibration(raw, X[:, :2], ["recency_days", "frequency"], y, stack=True)
     assert platt["method"] == "platt"
     assert fit_calibration(raw, X, ["recency_days", "frequency", "tenure_days"], y, stack=False)[0]["method"] == "platt"
+
+
+def test_the_share_of_customers_beyond_the_labelled_range_is_logged(trained):
+    beyond = trained["summary"]["extrapolation"]
+    assert set(beyond) == {"tenure_days", "recency_days"}
+    labelled = prepare_transactions(trained["sim"].transactions, pd.Timestamp(CUTOFF), 120, 2, 30, None, seed=1)
+    rows = pd.concat([labelled.train, labelled.valid])
+    assert beyond["tenure_days"]["labelled_max"] == rows["tenure_days"].max()
+    assert 0 < beyond["tenure_days"]["share_beyond"] < 0.5  # customers who joined early in the history
+    run = MlflowClient().get_run(trained["summary"]["run_id"])
+    assert run.data.metrics["extrapolated_share.tenure_days"] == beyond["tenure_days"]["share_beyond"]
+    assert "beyond every labelled row" not in trained["output"]
+
+
+def test_the_stack_reads_bgnbd_with_each_rows_own_snapshot_fit_and_scoring_with_the_cutoffs(trained):
+    from serving.runtime.churn import btyd_silent_logit
+    from training.churn.train import btyd_fits
+    from training.labels import SNAPSHOT
+
+    data = _data(trained["sim"])
+    fits = btyd_fits(data)
+    assert fits is not None and set(fits.by_snapshot) == set(pd.concat([data.train, data.valid])[SNAPSHOT])
+    names = ["frequency", "recency_days", "tenure_days"]
+    rows = pd.concat([data.train, data.valid])
+    X = rows[names].to_numpy(dtype=float)
+    terms = fits.terms(X, names, rows[SNAPSHOT].to_numpy())
+    for snapshot, (bgnbd, _) in fits.by_snapshot.items():
+        at = (rows[SNAPSHOT] == snapshot).to_numpy()
+        np.testing.assert_allclose(terms[at], btyd_silent_logit(X[at], names, bgnbd.to_dict(), 120))
+    # customers silent for longer are more likely to stay silent, under any fit
+    assert np.corrcoef(terms, rows["recency_days"])[0, 1] > 0.3
+    assert fits.term_spec(fits.scoring)["bgnbd"] != fits.term_spec(fits.by_snapshot[max(fits.by_snapshot)])["bgnbd"]
+    table = prepare_transactions(trained["sim"].transactions, pd.Timestamp(CUTOFF), 120, 2, 30, None, seed=1)
+    table.kind = "table"
+    assert btyd_fits(table) is None
 
 
 def test_label_window_overlap_is_stated_and_a_step_of_one_horizon_removes_it(trained):

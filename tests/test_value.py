@@ -143,10 +143,15 @@ def test_cdnow_question_beats_bgnbd_gamma_gamma_on_all_three_figures(tmp_path):
         done = subprocess.run([sys.executable, "-m", "winback.cli", *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return " ".join(done.stdout.split())
 
-    winback("train", "churn", "--transactions", str(source), "--cutoff", "1997-12-31", "--horizon-days", "181",
+    printed = winback("train", "churn", "--transactions", str(source), "--cutoff", "1997-12-31", "--horizon-days", "181",
             "--snapshots", "3", "--trials", "10", "--seed", "0", "--json-out", "churn.json")
-    uri = json.loads((tmp_path / "churn.json").read_text())["model_uri"]
+    summary = json.loads((tmp_path / "churn.json").read_text())
+    uri = summary["model_uri"]
+    # a cohort: as of the cutoff every customer is older than any labelled customer, and training says so
+    assert summary["extrapolation"]["tenure_days"]["share_beyond"] == 1.0
+    assert "100% of customers have tenure_days beyond every labelled row" in printed, printed[-1500:]
     winback("score", "--model", uri, "--transactions", str(source), "--as-of", "1997-12-31",
             "--output", "scores.parquet")
     scores = pd.read_parquet(tmp_path / "scores.parquet").set_index("customer_id")

@@ -83,6 +83,14 @@ def _validation_table(result: dict) -> None:
     t = result["test"]
     console.print(f"test ({t['n']:,} customers seen by no tuning, early stopping or calibration): AUC {t['auc']:.4f}, "
                   f"PR AUC {t['pr_auc']:.4f}, Brier {t['brier']:.4f}", highlight=False)
+    from training.churn.train import EXTRAPOLATION_WARNING
+
+    for column, seen in (result.get("extrapolation") or {}).items():
+        if seen["share_beyond"] >= EXTRAPOLATION_WARNING:
+            console.print(f"note: as of the cutoff {seen['share_beyond']:.0%} of customers have {column} beyond every "
+                          f"labelled row (at most {seen['labelled_max']:,.0f}): the churn level there is extrapolated, "
+                          "and totals such as expected_spend can be off by more than the test figures show",
+                          highlight=False)
 
 
 @handle_errors

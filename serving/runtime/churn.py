@@ -8,6 +8,7 @@ tier thresholds and segment configuration learned at training time, and the labe
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -21,6 +22,7 @@ from serving.runtime.encoding import FeatureEncoder
 from serving.runtime.reference import load_reference, save_reference
 from serving.runtime import linear as linear_model
 from serving.runtime.value import VALUE_BOOSTER_FILE, ValueModel, rfm_from_columns
+from serving.runtime.value.btyd import BgNbd, Rfm
 
 FORMAT_VERSION = 1
 BOOSTER_FILE = "booster.txt"
@@ -36,10 +38,34 @@ def logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def stack_terms(X: np.ndarray, feature_names: list[str], columns: list[str]) -> np.ndarray:
-    """log1p of the named encoded columns (negatives clipped to 0, missing as 0), shape (n, len(columns))."""
+# BG/NBD's tails (a heavy buyer silent for long has an alive probability near 0) are sharper than any label
+# confirms: the term is bounded to ±7 log-odds (P between 0.1 % and 99.9 %).
+BTYD_LOGIT_BOUND = 7.0
+
+
+def btyd_silent_logit(X: np.ndarray, feature_names: list[str], bgnbd: dict, horizon_days: float) -> np.ndarray:
+    """logit P(no purchase in the next `horizon_days`) under BG/NBD with parameters `bgnbd`, from the encoded
+    `frequency`, `recency_days` and `tenure_days` columns (missing as 0: a customer without purchases).
+
+    A structural term for the stack: it follows a customer's age and silence beyond anything the training
+    snapshots saw the way the purchase process does, where trees stay flat and log-linear terms guess. Bounded
+    to ±`BTYD_LOGIT_BOUND`."""
+    X = np.asarray(X, dtype=float)
+    frequency, recency, tenure = (np.nan_to_num(X[:, feature_names.index(name)], nan=0.0)
+                                  for name in ("frequency", "recency_days", "tenure_days"))
+    rfm = Rfm.from_features(frequency, np.clip(recency, 0.0, None), np.clip(tenure, 0.0, None), np.zeros(len(X)))
+    p_purchase = BgNbd(**bgnbd).p_purchase(rfm.x, rfm.t_x, rfm.age, float(horizon_days))
+    return np.clip(-logit(p_purchase), -BTYD_LOGIT_BOUND, BTYD_LOGIT_BOUND)
+
+
+def stack_terms(X: np.ndarray, feature_names: list[str], columns: list[str], btyd: dict | None = None) -> np.ndarray:
+    """log1p of the named encoded columns (negatives clipped to 0, missing as 0), shape (n, len(columns)); with
+    `btyd` ({"bgnbd": parameters, "horizon_days": h}) one more column, `btyd_silent_logit`."""
     idx = [feature_names.index(name) for name in columns]
-    return np.log1p(np.clip(np.nan_to_num(np.asarray(X, dtype=float)[:, idx], nan=0.0), 0.0, None))
+    terms = np.log1p(np.clip(np.nan_to_num(np.asarray(X, dtype=float)[:, idx], nan=0.0), 0.0, None))
+    if btyd is None:
+        return terms
+    return np.column_stack([terms, btyd_silent_logit(X, feature_names, btyd["bgnbd"], btyd["horizon_days"])])
 
 
 def apply_calibration(raw: np.ndarray, calibration: dict, terms: np.ndarray | None = None) -> np.ndarray:
@@ -98,6 +124,12 @@ class ChurnRuntime:
             raise DataError(f"unknown churn scorer {self.scorer['kind']!r}")
         if self.scorer["kind"] != "lightgbm" and linear is None:
             raise DataError(f"churn scorer {self.scorer['kind']!r} needs the linear model")
+
+    def with_calibration(self, calibration: dict) -> "ChurnRuntime":
+        """The same model with another calibration (e.g. the stack's BG/NBD term fitted as of another date)."""
+        other = copy.copy(self)
+        other.calibration = calibration
+        return other
 
     # -- persistence ---------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -190,7 +222,7 @@ class ChurnRuntime:
         X = self._check(X)
         terms = None
         if self.calibration.get("method") == "logistic_stack":
-            terms = stack_terms(X, self.feature_names, self.calibration["columns"])
+            terms = stack_terms(X, self.feature_names, self.calibration["columns"], self.calibration.get("btyd"))
         return apply_calibration(self.predict_raw(X), self.calibration, terms)
 
     def predict_linear(self, X) -> np.ndarray:

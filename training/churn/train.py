@@ -21,13 +21,14 @@ from sklearn.linear_model import LogisticRegression
 
 from features.errors import DataError
 from serving.monitoring.drift import build_reference, calibration_by_decile
-from serving.runtime.churn import (ChurnRuntime, apply_calibration, load_churn_runtime, logit, segment_config_dict,
-                                   stack_terms)
+from serving.runtime.churn import (ChurnRuntime, apply_calibration, btyd_silent_logit, load_churn_runtime, logit,
+                                   segment_config_dict, stack_terms)
 from serving.runtime.encoding import FeatureEncoder
 from training.churn import report as churn_report
 from serving.runtime.linear import blend
 from training.churn.data import ChurnData
-from training.labels import LABEL
+from training.labels import LABEL, SNAPSHOT
+from serving.runtime.value import RFM_COLUMNS
 from training.churn.linear import BLEND_WEIGHTS, fit_linear, predict_linear
 from training.churn.tuning import (CV_FOLDS, CV_MAX_ROWS, MAX_ROUNDS, CVData, TuningData, cv_folds, mlflow_trial_logger,
                                    out_of_fold, run_cv, run_study, train_booster, trial_counts)
@@ -35,7 +36,7 @@ from training.metrics import auc, classification_summary, paired_auc
 from training.monitoring import model_outputs
 from training.promotion import (Comparison, NotComparable, kind_differences, load_champion, register_and_promote,
                                 registry_note)
-from training.value.model import fit_value_model, held_out_figures
+from training.value.model import fit_btyd, fit_value_model, held_out_figures
 from training.tracking import (TrackingSettings, describe_run, explicit_signature, log_dataset, log_params,
                                loose_signature, pyfunc_example, reproducibility_tags)
 
@@ -67,6 +68,7 @@ class ChurnTrainConfig:
     refit: bool = True  # holdout scheme: refit on every labelled row but the test slice, rounds scaled up
     cv: str = "auto"  # "auto": K-fold CV when train + validation hold under CV_MAX_ROWS rows; "always"; "never"
     stack: bool = True  # logistic stacking calibration on logit(booster) + log1p(STACK_COLUMNS)
+    btyd: bool = True  # the stack also reads BG/NBD's log-odds of no purchase (transactions with RFM columns)
 
 
 def fit_platt(raw: np.ndarray, y: np.ndarray) -> dict:
@@ -76,27 +78,93 @@ def fit_platt(raw: np.ndarray, y: np.ndarray) -> dict:
 
 
 def fit_stack(raw: np.ndarray, terms: np.ndarray, columns: list[str], y: np.ndarray) -> dict:
-    """Logistic layer on [logit(raw), log1p(columns)], fitted on validation rows (see apply_calibration)."""
+    """Logistic layer on [logit(raw), log1p(columns)(, btyd)], fitted on validation rows (see apply_calibration)."""
     model = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([logit(raw), terms]), y.astype(int))
     return {"method": "logistic_stack", "a": float(model.coef_[0, 0]), "b": float(model.intercept_[0]),
             "columns": list(columns), "weights": [float(w) for w in model.coef_[0, 1:]]}
 
 
+@dataclass(frozen=True)
+class BtydFits:
+    """BG/NBD fitted point in time: once per labelled snapshot (on that snapshot's customers), once as of the
+    cutoff (what scoring uses). Feeds the stack's `btyd_silent_logit` term and the value model."""
+
+    by_snapshot: dict  # snapshot date → (BgNbd, GammaGamma)
+    scoring: tuple  # (BgNbd, GammaGamma) as of the cutoff
+    horizon_days: int
+
+    def term_spec(self, fit: tuple) -> dict:
+        return {"bgnbd": fit[0].to_dict(), "horizon_days": int(self.horizon_days)}
+
+    def terms(self, X: np.ndarray, feature_names: list[str], snapshots: np.ndarray) -> np.ndarray:
+        """Each row's `btyd_silent_logit` with its own snapshot's fit, shape (n,)."""
+        out = np.empty(len(X))
+        for snapshot, fit in self.by_snapshot.items():
+            at = np.flatnonzero(snapshots == snapshot)
+            if len(at):
+                spec = self.term_spec(fit)
+                out[at] = btyd_silent_logit(X[at], feature_names, spec["bgnbd"], spec["horizon_days"])
+        return out
+
+
+def btyd_fits(data: ChurnData) -> BtydFits | None:
+    """The point-in-time BG/NBD fits of a transactions training set; None for a customer table, or when BG/NBD
+    cannot be fitted (too few repeat buyers)."""
+    if data.kind != "transactions" or data.latest_features is None or not set(RFM_COLUMNS) <= set(data.feature_columns):
+        return None
+    rows = pd.concat([data.train, data.valid, data.test])
+    try:
+        by_snapshot = {snapshot: fit_btyd(part) for snapshot, part in rows.groupby(SNAPSHOT, sort=True)}
+        scoring = fit_btyd(data.latest_features)
+    except DataError:
+        return None
+    return BtydFits(by_snapshot, scoring, int(data.description["horizon_days"]))
+
+
 def fit_calibration(raw: np.ndarray, X: np.ndarray, feature_names: list[str], y: np.ndarray,
-                    stack: bool) -> tuple[dict, np.ndarray]:
+                    stack: bool, btyd: BtydFits | None = None,
+                    snapshots: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
     """The calibration (stacking when asked and possible, else Platt) and the calibrated probabilities.
 
-    Fitted on the validation rows: Platt keeps the booster's ranking; the stack's four weights can
+    Fitted on the validation rows: Platt keeps the booster's ranking; the stack's weights can
     change it slightly, so the validation AUC of a stacked model is a little optimistic (the test
-    figures in the README come from later, unseen labels).
+    figures in the README come from later, unseen labels). With `btyd` (and each row's snapshot) the stack
+    has one more term, BG/NBD's log-odds of no purchase in the horizon: each row's with its snapshot's fit,
+    the stored one (for scoring) with the cutoff's.
     """
     columns = [c for c in STACK_COLUMNS if c in feature_names]
     if stack and len(columns) == len(STACK_COLUMNS):
         terms = stack_terms(X, feature_names, columns)
+        if btyd is not None and snapshots is not None:
+            terms = np.column_stack([terms, btyd.terms(X, feature_names, snapshots)])
         calibration = fit_stack(raw, terms, columns, y)
+        if btyd is not None and snapshots is not None:
+            calibration["btyd"] = btyd.term_spec(btyd.scoring)
         return calibration, apply_calibration(raw, calibration, terms)
     calibration = fit_platt(raw, y)
     return calibration, apply_calibration(raw, calibration)
+
+EXTRAPOLATION_COLUMNS = ("tenure_days", "recency_days")
+EXTRAPOLATION_WARNING = 0.5  # share of customers beyond every labelled row above which training says so
+
+
+def extrapolation(data: ChurnData) -> dict | None:
+    """How far scoring as of the cutoff leaves what the labels covered: per column of EXTRAPOLATION_COLUMNS, the
+    largest value among the labelled rows (training + validation) and the share of customers as of the cutoff
+    beyond it. Labelled snapshots are a horizon or more older than the cutoff, so every customer is older there;
+    when most are older (or silent for longer) than any labelled customer, the churn level as of the cutoff is an
+    extrapolation of the models (trees stay flat, regression terms go on), which no validation figure checks."""
+    latest = data.latest_features
+    if data.kind != "transactions" or latest is None:
+        return None
+    labelled = pd.concat([data.train, data.valid])
+    out = {}
+    for column in EXTRAPOLATION_COLUMNS:
+        if column in labelled and column in latest:
+            most = float(labelled[column].max())
+            out[column] = {"labelled_max": most, "share_beyond": float((latest[column] > most).mean())}
+    return out or None
+
 
 def choose_scorer(y_valid: np.ndarray, p_lightgbm: np.ndarray, p_linear: np.ndarray) -> tuple[dict, dict, np.ndarray]:
     """Which candidate ships: the blend of the calibrated LightGBM and the logistic regression, unless one of
@@ -228,7 +296,7 @@ def _description(data: ChurnData, fitted: Fitted, validation: dict, test: dict, 
     return text + registry_note(registered)
 
 
-def _fit_holdout(data: ChurnData, encoder: FeatureEncoder, config: ChurnTrainConfig) -> Fitted:
+def _fit_holdout(data: ChurnData, encoder: FeatureEncoder, config: ChurnTrainConfig, btyd: BtydFits | None) -> Fitted:
     """Tune on the validation rows (early stopping, pruning), calibrate and choose the scorer on them; with
     `config.refit` retrain booster and regression on train + validation rows with the rounds scaled up."""
     tuning = TuningData(encoder.transform(data.train), data.y_train, encoder.transform(data.valid),
@@ -240,7 +308,7 @@ def _fit_holdout(data: ChurnData, encoder: FeatureEncoder, config: ChurnTrainCon
     booster = train_booster(best.params, tuning, config.seed, config.threads, rounds=rounds, valid=False)
     raw_valid = booster.predict(tuning.X_valid)
     calibration, p_lightgbm = fit_calibration(raw_valid, tuning.X_valid, list(encoder.features_), tuning.y_valid,
-                                              config.stack)
+                                              config.stack, btyd, data.valid[SNAPSHOT].to_numpy())
     linear = fit_linear(tuning.X_train, tuning.y_train, encoder)
     scorer, candidates, p_valid = choose_scorer(tuning.y_valid, p_lightgbm, predict_linear(tuning.X_valid, linear))
     scheme = "holdout"
@@ -258,7 +326,8 @@ def _fit_holdout(data: ChurnData, encoder: FeatureEncoder, config: ChurnTrainCon
                   raw_valid, data.valid, scheme)
 
 
-def _fit_cross_validated(data: ChurnData, encoder: FeatureEncoder, config: ChurnTrainConfig) -> Fitted:
+def _fit_cross_validated(data: ChurnData, encoder: FeatureEncoder, config: ChurnTrainConfig,
+                         btyd: BtydFits | None) -> Fitted:
     """Small training sets: tune by K-fold CV on training + validation rows (grouped by customer), calibrate and
     choose the scorer on out-of-fold predictions, then refit both models on all those rows (rounds scaled by
     K/(K−1), the larger set)."""
@@ -271,7 +340,8 @@ def _fit_cross_validated(data: ChurnData, encoder: FeatureEncoder, config: Churn
     best = study.best_trial
     _, rounds, boosters = run_cv(best.params, cv, config.seed, config.threads, rounds=config.max_rounds)
     raw_oof = out_of_fold(boosters, cv, rounds)
-    calibration, p_lightgbm = fit_calibration(raw_oof, X, list(encoder.features_), y, config.stack)
+    calibration, p_lightgbm = fit_calibration(raw_oof, X, list(encoder.features_), y, config.stack, btyd,
+                                              rows[SNAPSHOT].to_numpy() if SNAPSHOT in rows else None)
     p_linear = np.empty(len(y))
     for train_idx, valid_idx in folds:
         p_linear[valid_idx] = predict_linear(X[valid_idx], fit_linear(X[train_idx], y[train_idx], encoder))
@@ -303,7 +373,8 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
             log_dataset(frame, f"churn-{data.kind}-{context}", context, target=LABEL)
         encoder = FeatureEncoder(data.feature_columns).fit(pd.concat([data.train, data.valid]))
         use_cv = config.cv == "always" or (config.cv == "auto" and len(data.train) + len(data.valid) < CV_MAX_ROWS)
-        fitted = (_fit_cross_validated if use_cv else _fit_holdout)(data, encoder, config)
+        btyd = btyd_fits(data) if config.stack and config.btyd else None
+        fitted = (_fit_cross_validated if use_cv else _fit_holdout)(data, encoder, config, btyd)
         study, rounds, booster, calibration, linear = (fitted.study, fitted.rounds, fitted.booster, fitted.calibration,
                                                        fitted.linear)
         y_valid, p_valid, scorer, candidates = fitted.y_valid, fitted.p_valid, fitted.scorer, fitted.candidates
@@ -314,9 +385,12 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
         baselines = {"recency_auc": _nan_safe_auc(y_valid, base["recency"]) if "recency" in base else None,
                      "frequency_auc": _nan_safe_auc(y_valid, base["frequency"]) if "frequency" in base else None}
 
+        beyond = extrapolation(data)
+        if beyond:
+            mlflow.log_metrics({f"extrapolated_share.{k}": v["share_beyond"] for k, v in beyond.items()})
         tiers, segment_config = _value_tier_setup(data)
         value = fit_value_model(data, data.description.get("horizon_days"), config.trials, config.seed,
-                                config.threads)
+                                config.threads, btyd=(btyd.by_snapshot, btyd.scoring) if btyd else None)
         runtime = ChurnRuntime(
             encoder=encoder, booster_model=booster.model_to_string(), calibration=calibration,
             risk_thresholds={k: float(np.quantile(p_valid, q)) for k, q in RISK_QUANTILES.items()},
@@ -327,7 +401,10 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
                       "snapshot_dates": data.description.get("snapshot_dates"),
                       "target": data.description.get("target"), "validation_auc": validation["auc"]})
 
-        p_test = runtime.predict_proba(encoder.transform(data.test))
+        # test rows are as of the newest labelled snapshot: BG/NBD's stack term with that snapshot's fit
+        test_runtime = runtime if btyd is None or "btyd" not in calibration else runtime.with_calibration(
+            {**calibration, "btyd": btyd.term_spec(btyd.by_snapshot[data.test[SNAPSHOT].max()])})
+        p_test = test_runtime.predict_proba(encoder.transform(data.test))
         test = classification_summary(data.y_test, p_test)
         value_summary = None
         if value is not None:
@@ -377,7 +454,7 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
         registered = None
         if config.register_as:
             registered = register_and_promote(logged.model_uri, config.register_as,
-                                              _compare_with_champion(runtime, data.test, data.y_test))
+                                              _compare_with_champion(test_runtime, data.test, data.y_test))
         seconds = time.monotonic() - started
         mlflow.log_metric("training_seconds", seconds)
         describe_run(_description(data, fitted, validation, test, registered))
@@ -385,6 +462,7 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
                   "validation": validation, "test": test, "baselines": baselines, "scorer": scorer,
                   "candidates": candidates, "validation_scheme": fitted.scheme, "best_params": best.params,
                   "best_iteration": rounds, "n_trials": n_trials, "n_pruned": n_pruned,
-                  "value": value_summary, "data": data.description, "training_seconds": round(seconds, 1)}
+                  "value": value_summary, "extrapolation": beyond, "data": data.description,
+                  "training_seconds": round(seconds, 1)}
         mlflow.log_dict(result, "result.json")
     return result

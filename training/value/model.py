@@ -93,20 +93,25 @@ def _train(params: dict, X, y, base, rounds: int, threads: int, seed: int, valid
                      callbacks=[lgb.early_stopping(EARLY_STOPPING, verbose=False)])
 
 
-def fit_value_model(data, horizon_days: int, trials: int, seed: int, threads: int) -> ValueFit | None:
+def fit_value_model(data, horizon_days: int, trials: int, seed: int, threads: int,
+                    btyd: tuple[dict, tuple] | None = None) -> ValueFit | None:
     """The value model of a churn training set (`training.churn.data.ChurnData`); None when the data has no
-    purchase features or BTYD cannot be fitted (too few repeat buyers)."""
+    purchase features or BTYD cannot be fitted (too few repeat buyers). `btyd`: the BTYD fits already made,
+    (per snapshot, as of the cutoff), as `fit_btyd` makes them."""
     import optuna
 
     names = value_columns(list(data.feature_columns))
     if data.kind != "transactions" or data.latest_features is None or names is None:
         return None
-    rows = pd.concat([data.train, data.valid, data.test])
-    try:
-        fits = {snapshot: fit_btyd(part) for snapshot, part in rows.groupby(SNAPSHOT, sort=True)}
-        scoring_fit = fit_btyd(data.latest_features)
-    except DataError:
-        return None
+    if btyd is not None:
+        fits, scoring_fit = btyd
+    else:
+        rows = pd.concat([data.train, data.valid, data.test])
+        try:
+            fits = {snapshot: fit_btyd(part) for snapshot, part in rows.groupby(SNAPSHOT, sort=True)}
+            scoring_fit = fit_btyd(data.latest_features)
+        except DataError:
+            return None
     X_train, base_train, y_train = _buyers(data.train, names, fits, horizon_days)
     X_valid, base_valid, y_valid = _buyers(data.valid, names, fits, horizon_days)
     baseline_deviance = gamma_deviance(y_valid, base_valid) if len(y_valid) else float("nan")
