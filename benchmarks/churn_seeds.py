@@ -1,0 +1,157 @@
+"""Churn and customer value out of time, seed by seed: what changes with the split, and what labels can tell.
+
+    .venv/bin/python benchmarks/churn_seeds.py [--source cdnow|sim] [--seeds 0 1 2 3 4] [--trials 10]
+        [--ablate] [--ceiling]
+
+For each seed: `train_churn` as `winback train churn` runs it (3 snapshots 30 days apart, `--trials` trials, a
+fresh MLflow store), then the model scores every customer as of the cutoff, against what they did in the
+horizon after it. Columns: AUC of the shipped scorer and of its two parts (calibrated LightGBM, regression),
+mean churn probability against the realised churn rate, expected buyers (Σ 1 − p) against realised buyers, and
+expected_spend's total against realised spend. `--ablate` repeats every seed without the stack's BG/NBD term;
+`--ceiling` adds what the features can carry at best: LightGBM and a logistic regression on log1p features,
+trained by 5-fold cross-validation on the cutoff's own features *and the very labels being predicted* (no time
+shift at all; not a model anybody can ship).
+
+Sources: `cdnow` (../shared/data/cdnow_master.txt; cutoff 1997-12-31, horizon 181 days) and `sim` (the
+simulator, 20,000 customers, seed 1, cutoff its history's end, horizon 180 days, its natural future).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(ROOT))
+
+
+def load(source: str):
+    """(transactions up to the cutoff, the cutoff, the horizon, the transactions of the horizon after it)."""
+    if source == "cdnow":
+        from features.loaders import read_cdnow
+
+        path = DATA / "cdnow_master.txt"
+        if not path.is_file():
+            raise SystemExit(f"{path} not found")
+        tx, cutoff, horizon = read_cdnow(path), pd.Timestamp("1997-12-31"), 181
+    else:
+        from features.contracts import normalize_transactions
+        from features.simulate import HISTORY_END, simulate
+
+        horizon = 180
+        sim = simulate(20_000, seed=1, future_days=horizon)
+        tx = normalize_transactions(pd.concat([sim.transactions, sim.future_transactions]))
+        cutoff = pd.Timestamp(HISTORY_END).normalize()
+    day = tx["timestamp"].dt.normalize()
+    window = (day > cutoff) & (day <= cutoff + pd.Timedelta(days=horizon))
+    return tx[day <= cutoff], cutoff, horizon, tx[window]
+
+
+def outcomes(features: pd.DataFrame, later: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(churned: no purchase in the horizon, the label's rule; realised spend), per customer of `features`."""
+    churned = ~features.index.isin(later["customer_id"].unique())
+    return churned, later.groupby("customer_id")["amount"].sum().reindex(features.index).fillna(0.0).to_numpy()
+
+
+def one_seed(history, cutoff, horizon, features, later, seed: int, trials: int, btyd: bool) -> dict:
+    from sklearn.metrics import roc_auc_score
+
+    from serving.runtime.churn import load_churn_runtime
+    from training.churn.data import prepare_transactions
+    from training.churn.train import ChurnTrainConfig, train_churn
+    from training.tracking import TrackingSettings
+    from training.value.model import value_scores
+
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+        data = prepare_transactions(history, cutoff, horizon, 3, 30, None, seed)
+        summary = train_churn(data, ChurnTrainConfig(trials=trials, seed=seed, btyd=btyd),
+                              TrackingSettings.from_env("churn-seeds"))
+        runtime = load_churn_runtime(summary["model_uri"])
+        X = runtime.encoder.transform(features)
+        scores = runtime.score_frame(features)
+    churned, spend = outcomes(features, later)
+    p = scores["churn_probability"].to_numpy()
+    value = value_scores(scores["expected_spend"].to_numpy(), spend)
+    return {"seed": seed, "btyd term": "yes" if btyd else "no", "scorer": summary["scorer"]["kind"],
+            "AUC shipped": roc_auc_score(churned, p),
+            "AUC LightGBM": roc_auc_score(churned, runtime.predict_lightgbm(X)),
+            "AUC regression": roc_auc_score(churned, runtime.predict_linear(X)),
+            "mean p": p.mean(), "realised churn": churned.mean(),
+            "buyers predicted / realised": (1 - p).sum() / (~churned).sum(),
+            "spend total predicted / realised": value["total_ratio"], "Spearman": value["spearman"]}
+
+
+def ceiling(features: pd.DataFrame, later: pd.DataFrame, seed: int = 0) -> dict:
+    import lightgbm as lgb
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import StandardScaler
+
+    y = outcomes(features, later)[0].astype(int)
+    X = features.select_dtypes("number").to_numpy(dtype=float)
+    Z = np.log1p(np.clip(np.nan_to_num(X), 0.0, None))
+    trees, linear = np.empty(len(y)), np.empty(len(y))
+    for train, test in StratifiedKFold(5, shuffle=True, random_state=seed).split(X, y):
+        booster = lgb.train({"objective": "binary", "learning_rate": 0.03, "num_leaves": 15, "min_child_samples": 100,
+                             "verbosity": -1, "num_threads": 2, "seed": seed}, lgb.Dataset(X[train], y[train]), 400)
+        trees[test] = booster.predict(X[test])
+        scale = StandardScaler().fit(Z[train])
+        linear[test] = LogisticRegression(max_iter=2000).fit(scale.transform(Z[train]), y[train]).predict_proba(
+            scale.transform(Z[test]))[:, 1]
+    return {"LightGBM": roc_auc_score(y, trees), "regression": roc_auc_score(y, linear)}
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    """A markdown table (floats to 4 decimals) without pandas' optional tabulate dependency."""
+    cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + " --- |" * len(frame.columns)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in cells])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", choices=("cdnow", "sim"), default="cdnow")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--trials", type=int, default=10)
+    parser.add_argument("--ablate", action="store_true", help="also train every seed without the BG/NBD stack term")
+    parser.add_argument("--ceiling", action="store_true", help="also the in-period cross-validated ceiling")
+    args = parser.parse_args(argv)
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    from features.build import build_features
+
+    history, cutoff, horizon, later = load(args.source)
+    features = build_features(history, cutoff)
+    started = time.perf_counter()
+    rows = [one_seed(history, cutoff, horizon, features, later, seed, args.trials, btyd)
+            for btyd in ((True, False) if args.ablate else (True,)) for seed in args.seeds]
+    table = pd.DataFrame(rows)
+    print(f"# {' '.join(sys.argv)}")
+    print(f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; {args.source}: "
+          f"{len(features):,} customers as of {cutoff.date()}, horizon {horizon} days; "
+          f"{time.perf_counter() - started:.0f} s")
+    print(markdown(table))
+    figures = [c for c in table.columns if c.startswith(("AUC", "spend", "buyers"))]
+    print("\nmedians over seeds\n" + markdown(table.groupby("btyd term")[figures].median().reset_index()))
+    if args.ceiling:
+        print("\nin-period ceiling (5-fold CV on the cutoff's features and the labels being predicted): "
+              + ", ".join(f"{k} {v:.4f}" for k, v in ceiling(features, later).items()))
+
+
+if __name__ == "__main__":
+    main()
