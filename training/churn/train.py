@@ -98,12 +98,14 @@ class BtydFits:
 
     def terms(self, X: np.ndarray, feature_names: list[str], snapshots: np.ndarray) -> np.ndarray:
         """Each row's `btyd_silent_logit` with its own snapshot's fit, shape (n,)."""
-        out = np.empty(len(X))
+        out = np.full(len(X), np.nan)
         for snapshot, fit in self.by_snapshot.items():
             at = np.flatnonzero(snapshots == snapshot)
             if len(at):
                 spec = self.term_spec(fit)
                 out[at] = btyd_silent_logit(X[at], feature_names, spec["bgnbd"], spec["horizon_days"])
+        if np.isnan(out).any():
+            raise DataError("BG/NBD stack term: a row's snapshot has no BG/NBD fit")
         return out
 
 
@@ -143,6 +145,7 @@ def fit_calibration(raw: np.ndarray, X: np.ndarray, feature_names: list[str], y:
         return calibration, apply_calibration(raw, calibration, terms)
     calibration = fit_platt(raw, y)
     return calibration, apply_calibration(raw, calibration)
+
 
 EXTRAPOLATION_COLUMNS = ("tenure_days", "recency_days")
 EXTRAPOLATION_WARNING = 0.5  # share of customers beyond every labelled row above which training says so
