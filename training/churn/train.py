@@ -36,7 +36,7 @@ from training.metrics import auc, classification_summary, paired_auc
 from training.monitoring import model_outputs
 from training.promotion import (Comparison, NotComparable, kind_differences, load_champion, register_and_promote,
                                 registry_note)
-from training.value.model import fit_btyd, fit_value_model, held_out_figures
+from training.value.model import fit_value_model, held_out_figures, point_in_time_fits
 from training.tracking import (TrackingSettings, describe_run, explicit_signature, log_dataset, log_params,
                                loose_signature, pyfunc_example, reproducibility_tags)
 
@@ -114,13 +114,8 @@ def btyd_fits(data: ChurnData) -> BtydFits | None:
     cannot be fitted (too few repeat buyers)."""
     if data.kind != "transactions" or data.latest_features is None or not set(RFM_COLUMNS) <= set(data.feature_columns):
         return None
-    rows = pd.concat([data.train, data.valid, data.test])
-    try:
-        by_snapshot = {snapshot: fit_btyd(part) for snapshot, part in rows.groupby(SNAPSHOT, sort=True)}
-        scoring = fit_btyd(data.latest_features)
-    except DataError:
-        return None
-    return BtydFits(by_snapshot, scoring, int(data.description["horizon_days"]))
+    fitted = point_in_time_fits(data)
+    return None if fitted is None else BtydFits(*fitted, int(data.description["horizon_days"]))
 
 
 def fit_calibration(raw: np.ndarray, X: np.ndarray, feature_names: list[str], y: np.ndarray,

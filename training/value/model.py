@@ -61,6 +61,18 @@ def fit_btyd(features: pd.DataFrame):
     return fit_bgnbd(rfm), fit_gamma_gamma(rfm)
 
 
+def point_in_time_fits(data) -> tuple[dict, tuple] | None:
+    """BTYD fitted point in time on a churn training set (`training.churn.data.ChurnData`): ({snapshot: fit on that
+    snapshot's customers}, the fit as of the cutoff), each as `fit_btyd` makes it; None when BTYD cannot be fitted
+    (too few repeat buyers)."""
+    rows = pd.concat([data.train, data.valid, data.test])
+    try:
+        return ({snapshot: fit_btyd(part) for snapshot, part in rows.groupby(SNAPSHOT, sort=True)},
+                fit_btyd(data.latest_features))
+    except DataError:
+        return None
+
+
 def _designs(rows: pd.DataFrame, names: list[str], fits: dict, horizon: int) -> tuple[np.ndarray, np.ndarray]:
     """The trees' matrix and the baseline for stacked rows, each row with its own snapshot's BTYD fit."""
     matrix, baseline = np.empty((len(rows), len(names))), np.empty(len(rows))
@@ -96,22 +108,17 @@ def _train(params: dict, X, y, base, rounds: int, threads: int, seed: int, valid
 def fit_value_model(data, horizon_days: int, trials: int, seed: int, threads: int,
                     btyd: tuple[dict, tuple] | None = None) -> ValueFit | None:
     """The value model of a churn training set (`training.churn.data.ChurnData`); None when the data has no
-    purchase features or BTYD cannot be fitted (too few repeat buyers). `btyd`: the BTYD fits already made,
-    (per snapshot, as of the cutoff), as `fit_btyd` makes them."""
+    purchase features or BTYD cannot be fitted (too few repeat buyers). `btyd`: the fits `point_in_time_fits`
+    already made, if any."""
     import optuna
 
     names = value_columns(list(data.feature_columns))
     if data.kind != "transactions" or data.latest_features is None or names is None:
         return None
-    if btyd is not None:
-        fits, scoring_fit = btyd
-    else:
-        rows = pd.concat([data.train, data.valid, data.test])
-        try:
-            fits = {snapshot: fit_btyd(part) for snapshot, part in rows.groupby(SNAPSHOT, sort=True)}
-            scoring_fit = fit_btyd(data.latest_features)
-        except DataError:
-            return None
+    fitted = btyd if btyd is not None else point_in_time_fits(data)
+    if fitted is None:
+        return None
+    fits, scoring_fit = fitted
     X_train, base_train, y_train = _buyers(data.train, names, fits, horizon_days)
     X_valid, base_valid, y_valid = _buyers(data.valid, names, fits, horizon_days)
     baseline_deviance = gamma_deviance(y_valid, base_valid) if len(y_valid) else float("nan")
