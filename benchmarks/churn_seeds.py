@@ -1,13 +1,15 @@
 """Churn and customer value out of time, seed by seed: what changes with the split, and what labels can tell.
 
     .venv/bin/python benchmarks/churn_seeds.py [--source cdnow|sim] [--seeds 0 1 2 3 4] [--trials 10]
-        [--ablate] [--ceiling]
+        [--ablate] [--edge] [--ceiling]
 
 For each seed: `train_churn` as `winback train churn` runs it (3 snapshots 30 days apart, `--trials` trials, a
 fresh MLflow store), then the model scores every customer as of the cutoff, against what they did in the
 horizon after it. Columns: AUC of the shipped scorer and of its two parts (calibrated LightGBM, regression),
 mean churn probability against the realised churn rate, expected buyers (Σ 1 − p) against realised buyers, and
-expected_spend's total against realised spend. `--ablate` repeats every seed without the stack's BG/NBD term;
+expected_spend's total against realised spend. `--edge` adds a variant that was measured and not shipped:
+each customer scored at the labelled edge (tenure and recency clipped to the largest labelled values) plus
+BG/NBD's change of log-odds from there to the customer's real age and silence. `--ablate` repeats every seed without the stack's BG/NBD term;
 `--ceiling` adds what the features can carry at best: LightGBM and a logistic regression on log1p features,
 trained by 5-fold cross-validation on the cutoff's own features *and the very labels being predicted* (no time
 shift at all; not a model anybody can ship).
@@ -62,7 +64,23 @@ def outcomes(features: pd.DataFrame, later: pd.DataFrame) -> tuple[np.ndarray, n
     return churned, later.groupby("customer_id")["amount"].sum().reindex(features.index).fillna(0.0).to_numpy()
 
 
-def one_seed(history, cutoff, horizon, features, later, seed: int, trials: int, btyd: bool) -> dict:
+def edge_delta(runtime, X: np.ndarray, extrapolation: dict) -> np.ndarray:
+    """Churn probability at the labelled edge + BG/NBD's log-odds change beyond it (`--edge`, not shipped)."""
+    from serving.runtime.churn import btyd_silent_logit, logit
+
+    names, btyd = runtime.feature_names, runtime.calibration["btyd"]
+    it, ir = names.index("tenure_days"), names.index("recency_days")
+    edge = X.copy()
+    edge[:, it] = np.minimum(X[:, it], extrapolation["tenure_days"]["labelled_max"])
+    last = np.minimum(X[:, it] - X[:, ir], edge[:, it])  # days from first to last purchase, within the edge age
+    edge[:, ir] = np.minimum(edge[:, it] - last, extrapolation["recency_days"]["labelled_max"])
+    shift = (btyd_silent_logit(X, names, btyd["bgnbd"], btyd["horizon_days"])
+             - btyd_silent_logit(edge, names, btyd["bgnbd"], btyd["horizon_days"]))
+    return 1.0 / (1.0 + np.exp(-(logit(runtime.predict_proba(edge)) + shift)))
+
+
+def one_seed(history, cutoff, horizon, features, later, seed: int, trials: int, btyd: bool,
+             edge: bool = False) -> dict:
     from sklearn.metrics import roc_auc_score
 
     from serving.runtime.churn import load_churn_runtime
@@ -82,13 +100,19 @@ def one_seed(history, cutoff, horizon, features, later, seed: int, trials: int, 
     churned, spend = outcomes(features, later)
     p = scores["churn_probability"].to_numpy()
     value = value_scores(scores["expected_spend"].to_numpy(), spend)
+    extra = {}
+    if edge and btyd:
+        q = edge_delta(runtime, X, summary["extrapolation"])
+        retained = scores["value_if_retained"].to_numpy()
+        extra = {"AUC edge+BG/NBD": roc_auc_score(churned, q),
+                 "spend total edge+BG/NBD": value_scores((1 - q) * retained, spend)["total_ratio"]}
     return {"seed": seed, "btyd term": "yes" if btyd else "no", "scorer": summary["scorer"]["kind"],
             "AUC shipped": roc_auc_score(churned, p),
             "AUC LightGBM": roc_auc_score(churned, runtime.predict_lightgbm(X)),
             "AUC regression": roc_auc_score(churned, runtime.predict_linear(X)),
             "mean p": p.mean(), "realised churn": churned.mean(),
             "buyers predicted / realised": (1 - p).sum() / (~churned).sum(),
-            "spend total predicted / realised": value["total_ratio"], "Spearman": value["spearman"]}
+            "spend total predicted / realised": value["total_ratio"], "Spearman": value["spearman"], **extra}
 
 
 def ceiling(features: pd.DataFrame, later: pd.DataFrame, seed: int = 0) -> dict:
@@ -125,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--ablate", action="store_true", help="also train every seed without the BG/NBD stack term")
+    parser.add_argument("--edge", action="store_true", help="also the labelled edge + BG/NBD variant (not shipped)")
     parser.add_argument("--ceiling", action="store_true", help="also the in-period cross-validated ceiling")
     args = parser.parse_args(argv)
     import logging
@@ -138,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     history, cutoff, horizon, later = load(args.source)
     features = build_features(history, cutoff)
     started = time.perf_counter()
-    rows = [one_seed(history, cutoff, horizon, features, later, seed, args.trials, btyd)
+    rows = [one_seed(history, cutoff, horizon, features, later, seed, args.trials, btyd, args.edge)
             for btyd in ((True, False) if args.ablate else (True,)) for seed in args.seeds]
     table = pd.DataFrame(rows)
     print(f"# {' '.join(sys.argv)}")
