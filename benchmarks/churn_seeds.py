@@ -1,18 +1,23 @@
 """Churn and customer value out of time, seed by seed: what changes with the split, and what labels can tell.
 
     .venv/bin/python benchmarks/churn_seeds.py [--source cdnow|sim] [--seeds 0 1 2 3 4] [--trials 10]
-        [--ablate] [--edge] [--ceiling]
+        [--ablate] [--edge] [--anchor] [--ceiling]
 
 For each seed: `train_churn` as `winback train churn` runs it (3 snapshots 30 days apart, `--trials` trials, a
 fresh MLflow store), then the model scores every customer as of the cutoff, against what they did in the
 horizon after it. Columns: AUC of the shipped scorer and of its two parts (calibrated LightGBM, regression),
-mean churn probability against the realised churn rate, expected buyers (Σ 1 − p) against realised buyers, and
-expected_spend's total against realised spend. `--edge` adds a variant that was measured and not shipped:
-each customer scored at the labelled edge (tenure and recency clipped to the largest labelled values) plus
-BG/NBD's change of log-odds from there to the customer's real age and silence. `--ablate` repeats every seed without the stack's BG/NBD term;
-`--ceiling` adds what the features can carry at best: LightGBM and a logistic regression on log1p features,
-trained by 5-fold cross-validation on the cutoff's own features *and the very labels being predicted* (no time
-shift at all; not a model anybody can ship).
+mean churn probability against the realised churn rate, expected buyers (Σ 1 − p) against realised buyers
+(also of each part alone), `value_if_retained` summed over the customers who did buy against what they
+spent (the value side's share of the total's error), and expected_spend's total against realised spend.
+
+Variants that were measured and not shipped: `--edge`, each customer scored at the labelled edge (tenure and
+recency clipped to the largest labelled values) plus BG/NBD's change of log-odds from there to the customer's
+real age and silence; `--anchor`, the shipped scores with their levels moved, for the customers beyond every
+labelled row, to BG/NBD's (expected buyers, by one logit shift of every score) and to BG/NBD × Gamma-Gamma's
+conditional spend (one factor on every `value_if_retained`), rankings kept. `--ablate` repeats every seed
+without the stack's BG/NBD term; `--ceiling` adds what the features can carry at best: LightGBM and a logistic
+regression on log1p features, trained by 5-fold cross-validation on the cutoff's own features *and the very
+labels being predicted* (no time shift at all; not a model anybody can ship).
 
 Sources: `cdnow` (../shared/data/cdnow_master.txt; cutoff 1997-12-31, horizon 181 days) and `sim` (the
 simulator, 20,000 customers, seed 1, cutoff its history's end, horizon 180 days, its natural future).
@@ -79,8 +84,34 @@ def edge_delta(runtime, X: np.ndarray, extrapolation: dict) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(logit(runtime.predict_proba(edge)) + shift)))
 
 
+def anchored(runtime, X: np.ndarray, p: np.ndarray, extrapolation: dict) -> tuple[np.ndarray, np.ndarray]:
+    """`--anchor` (not shipped): the churn and value levels of the customers beyond every labelled row from
+    BG/NBD and BG/NBD × Gamma-Gamma as of the cutoff, by one logit shift and one value factor (rankings kept)."""
+    from scipy.optimize import brentq
+
+    from serving.runtime.churn import logit
+    from serving.runtime.value import design, rfm_from_columns
+
+    names, value = runtime.feature_names, runtime.value
+    beyond = np.zeros(len(X), dtype=bool)
+    for column, spec in extrapolation.items():
+        beyond |= X[:, names.index(column)] > spec["labelled_max"]
+    column = lambda name: X[:, names.index(name)]
+    rfm = rfm_from_columns(column)
+    silent = 1.0 - value.bgnbd.p_purchase(rfm.x, rfm.t_x, rfm.age, float(value.horizon_days))
+    target = (1 - p[~beyond]).sum() + (1 - silent[beyond]).sum()
+    z = logit(p)
+    shift = brentq(lambda c: (1 - 1 / (1 + np.exp(-(z + c)))).sum() - target, -10, 10)
+    q = 1 / (1 + np.exp(-(z + shift)))
+    retained = value.if_retained(column, rfm)
+    baseline = design(column, value.columns, value.bgnbd, value.gamma_gamma, value.horizon_days, rfm)[1]
+    w = 1 - q
+    factor = ((w * retained)[~beyond].sum() + (w * baseline)[beyond].sum()) / (w * retained).sum()
+    return q, retained * factor
+
+
 def one_seed(history, cutoff, horizon, features, later, seed: int, trials: int, btyd: bool,
-             edge: bool = False) -> dict:
+             edge: bool = False, anchor: bool = False) -> dict:
     from sklearn.metrics import roc_auc_score
 
     from serving.runtime.churn import load_churn_runtime
@@ -98,7 +129,9 @@ def one_seed(history, cutoff, horizon, features, later, seed: int, trials: int, 
         X = runtime.encoder.transform(features)
         scores = runtime.score_frame(features)
     churned, spend = outcomes(features, later)
+    bought = ~churned
     p = scores["churn_probability"].to_numpy()
+    p_lightgbm, p_linear = runtime.predict_lightgbm(X), runtime.predict_linear(X)
     value = value_scores(scores["expected_spend"].to_numpy(), spend)
     extra = {}
     if edge and btyd:
@@ -106,12 +139,20 @@ def one_seed(history, cutoff, horizon, features, later, seed: int, trials: int, 
         retained = scores["value_if_retained"].to_numpy()
         extra = {"AUC edge+BG/NBD": roc_auc_score(churned, q),
                  "spend total edge+BG/NBD": value_scores((1 - q) * retained, spend)["total_ratio"]}
+    if anchor and summary["extrapolation"]:
+        q, retained = anchored(runtime, X, p, summary["extrapolation"])
+        anchored_value = value_scores((1 - q) * retained, spend)
+        extra.update({"buyers anchored": (1 - q).sum() / (~churned).sum(),
+                      "spend total anchored": anchored_value["total_ratio"],
+                      "Spearman anchored": anchored_value["spearman"], "top10 anchored": anchored_value["top10_capture"]})
     return {"seed": seed, "btyd term": "yes" if btyd else "no", "scorer": summary["scorer"]["kind"],
             "AUC shipped": roc_auc_score(churned, p),
-            "AUC LightGBM": roc_auc_score(churned, runtime.predict_lightgbm(X)),
-            "AUC regression": roc_auc_score(churned, runtime.predict_linear(X)),
+            "AUC LightGBM": roc_auc_score(churned, p_lightgbm), "AUC regression": roc_auc_score(churned, p_linear),
             "mean p": p.mean(), "realised churn": churned.mean(),
             "buyers predicted / realised": (1 - p).sum() / (~churned).sum(),
+            "buyers LightGBM": (1 - p_lightgbm).sum() / (~churned).sum(),
+            "buyers regression": (1 - p_linear).sum() / (~churned).sum(),
+            "value if retained on buyers": scores["value_if_retained"].to_numpy()[bought].sum() / spend[bought].sum(),
             "spend total predicted / realised": value["total_ratio"], "Spearman": value["spearman"], **extra}
 
 
@@ -150,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--ablate", action="store_true", help="also train every seed without the BG/NBD stack term")
     parser.add_argument("--edge", action="store_true", help="also the labelled edge + BG/NBD variant (not shipped)")
+    parser.add_argument("--anchor", action="store_true", help="also the levels anchored to BG/NBD beyond the labels")
     parser.add_argument("--ceiling", action="store_true", help="also the in-period cross-validated ceiling")
     args = parser.parse_args(argv)
     import logging
@@ -163,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
     history, cutoff, horizon, later = load(args.source)
     features = build_features(history, cutoff)
     started = time.perf_counter()
-    rows = [one_seed(history, cutoff, horizon, features, later, seed, args.trials, btyd, args.edge)
+    rows = [one_seed(history, cutoff, horizon, features, later, seed, args.trials, btyd, args.edge, args.anchor)
             for btyd in ((True, False) if args.ablate else (True,)) for seed in args.seeds]
     table = pd.DataFrame(rows)
     print(f"# {' '.join(sys.argv)}")
@@ -171,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
           f"{len(features):,} customers as of {cutoff.date()}, horizon {horizon} days; "
           f"{time.perf_counter() - started:.0f} s")
     print(markdown(table))
-    figures = [c for c in table.columns if c.startswith(("AUC", "spend", "buyers"))]
+    figures = [c for c in table.columns if c.startswith(("AUC", "spend", "buyers", "value", "Spearman", "top10"))]
     print("\nmedians over seeds\n" + markdown(table.groupby("btyd term")[figures].median().reset_index()))
     if args.ceiling:
         print("\nin-period ceiling (5-fold CV on the cutoff's features and the labels being predicted): "
