@@ -177,6 +177,33 @@ def ceiling(features: pd.DataFrame, later: pd.DataFrame, seed: int = 0) -> dict:
     return {"LightGBM": roc_auc_score(y, trees), "regression": roc_auc_score(y, linear)}
 
 
+def sequence_features(history: pd.DataFrame, horizon: int, features: pd.DataFrame) -> pd.DataFrame:
+    """`features` plus columns the product does not build, for the ceiling only: the last, first and longest gap
+    between purchase days, the last purchase day's spend, silence over the longest gap, repeat days within 30
+    days of the first, and BG/NBD's P(alive) and P(purchase in the horizon) fitted as of the cutoff."""
+    from serving.runtime.value.btyd import Rfm
+    from training.value.btyd import fit_bgnbd
+
+    days = (history.assign(day=history["timestamp"].dt.normalize()).groupby(["customer_id", "day"], as_index=False)
+            ["amount"].sum().sort_values(["customer_id", "day"]))
+    purchase_days = days.groupby("customer_id")["day"]
+    days["gap"] = purchase_days.diff().dt.days
+    days["since_first"] = (days["day"] - purchase_days.transform("min")).dt.days
+    by = days.groupby("customer_id")
+    last = by.tail(1).set_index("customer_id")
+    extra = pd.DataFrame({"last_gap": last["gap"], "last_day_spend": last["amount"], "max_gap": by["gap"].max(),
+                          "first_gap": days[by.cumcount() == 1].set_index("customer_id")["gap"],
+                          "early_repeats": (days["since_first"].between(1, 30)).groupby(days["customer_id"]).sum()})
+    extra = extra.reindex(features.index)
+    extra["silence_over_max_gap"] = features["recency_days"] / extra["max_gap"]
+    rfm = Rfm.from_features(features["frequency"], features["recency_days"], features["tenure_days"],
+                            features["monetary_total"])
+    bgnbd = fit_bgnbd(rfm)
+    extra["p_alive"] = bgnbd.p_alive(rfm.x, rfm.t_x, rfm.age)
+    extra["p_purchase"] = bgnbd.p_purchase(rfm.x, rfm.t_x, rfm.age, float(horizon))
+    return pd.concat([features, extra], axis=1)
+
+
 def markdown(frame: pd.DataFrame) -> str:
     """A markdown table (floats to 4 decimals) without pandas' optional tabulate dependency."""
     cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
@@ -218,6 +245,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.ceiling:
         print("\nin-period ceiling (5-fold CV on the cutoff's features and the labels being predicted): "
               + ", ".join(f"{k} {v:.4f}" for k, v in ceiling(features, later).items()))
+        richer = sequence_features(history, horizon, features)
+        print("the same with sequence and BG/NBD columns (see sequence_features): "
+              + ", ".join(f"{k} {v:.4f}" for k, v in ceiling(richer, later).items()))
 
 
 if __name__ == "__main__":
