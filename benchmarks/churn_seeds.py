@@ -7,8 +7,10 @@ For each seed: `train_churn` as `winback train churn` runs it (3 snapshots 30 da
 fresh MLflow store), then the model scores every customer as of the cutoff, against what they did in the
 horizon after it. Columns: AUC of the shipped scorer and of its two parts (calibrated LightGBM, regression),
 mean churn probability against the realised churn rate, expected buyers (Σ 1 − p) against realised buyers
-(also of each part alone), `value_if_retained` summed over the customers who did buy against what they
-spent (the value side's share of the total's error), and expected_spend's total against realised spend.
+(also of each part alone, and of BG/NBD fitted on the same customers, which training prints beside the
+model's), `value_if_retained` summed over the customers who did buy against what they
+spent (the value side's share of the total's error), and expected_spend's total against realised spend (and
+BG/NBD × Gamma-Gamma's, as training prints it).
 
 Variants that were measured and not shipped: `--edge`, each customer scored at the labelled edge (tenure and
 recency clipped to the largest labelled values) plus BG/NBD's change of log-odds from there to the customer's
@@ -152,8 +154,11 @@ def one_seed(history, cutoff, horizon, features, later, seed: int, trials: int, 
             "buyers predicted / realised": (1 - p).sum() / (~churned).sum(),
             "buyers LightGBM": (1 - p_lightgbm).sum() / (~churned).sum(),
             "buyers regression": (1 - p_linear).sum() / (~churned).sum(),
+            "buyers BG/NBD": summary["cutoff_levels"]["expected_buyers_bgnbd"] / bought.sum(),
             "value if retained on buyers": scores["value_if_retained"].to_numpy()[bought].sum() / spend[bought].sum(),
-            "spend total predicted / realised": value["total_ratio"], "Spearman": value["spearman"], **extra}
+            "spend total predicted / realised": value["total_ratio"],
+            "spend total BG/NBD × Gamma-Gamma": summary["cutoff_levels"]["expected_spend_btyd"] / spend.sum(),
+            "Spearman": value["spearman"], **extra}
 
 
 def ceiling(features: pd.DataFrame, later: pd.DataFrame, seed: int = 0) -> dict:

@@ -344,6 +344,53 @@ def test_the_share_of_customers_beyond_the_labelled_range_is_logged(trained):
     assert "beyond every labelled row" not in trained["output"]
 
 
+def test_the_cutoffs_totals_are_the_models_scores_beside_bgnbds_on_the_same_customers(trained):
+    levels = trained["summary"]["cutoff_levels"]
+    runtime = load_churn_runtime(trained["summary"]["model_uri"])
+    from features.contracts import normalize_profiles
+
+    latest = prepare_transactions(trained["sim"].transactions, pd.Timestamp(CUTOFF), 120, 2, 30,
+                                  normalize_profiles(trained["sim"].customers), seed=1).latest_features
+    scores = runtime.score_frame(latest)
+    assert levels["customers"] == len(latest)
+    assert levels["expected_buyers"] == pytest.approx((1 - scores["churn_probability"]).sum())
+    assert levels["expected_spend"] == pytest.approx(scores["expected_spend"].sum(), rel=1e-4)  # cents
+    from serving.runtime.value.btyd import Rfm
+
+    rfm = Rfm.from_features(*(latest[c].fillna(0).to_numpy(float) for c in ("frequency", "recency_days",
+                                                                              "tenure_days", "monetary_total")))
+    p_purchase = runtime.value.bgnbd.p_purchase(rfm.x, rfm.t_x, rfm.age, 120.0)  # the cutoff's fit, stored
+    assert levels["expected_buyers_bgnbd"] == pytest.approx(p_purchase.sum(), rel=1e-6)
+    assert 0.8 < levels["expected_spend"] / levels["expected_spend_btyd"] < 1.25
+    run = MlflowClient().get_run(trained["summary"]["run_id"])
+    assert run.data.metrics["cutoff_expected_buyers_bgnbd"] == pytest.approx(levels["expected_buyers_bgnbd"])
+    printed = " ".join(trained["output"].split())
+    assert f"as of the cutoff ({len(latest):,} customers): expected buyers {levels['expected_buyers']:,.0f}" in printed
+    assert "disagrees by more than" not in printed  # the labels cover most customers here
+
+
+def test_training_says_when_an_extrapolated_level_and_bgnbd_disagree(capsys):
+    from winback.cli_churn import _validation_table
+
+    result = {"validation": {"n": 100, "churn_rate": 0.5, "auc": 0.8, "pr_auc": 0.8, "logloss": 0.5, "brier": 0.2,
+                             "lift_at_10": 2.0}, "baselines": {}, "scorer": {"kind": "linear"}, "candidates": {},
+              "validation_scheme": "holdout", "test": {"n": 50, "auc": 0.8, "pr_auc": 0.8, "brier": 0.2},
+              "extrapolation": {"tenure_days": {"labelled_max": 183.0, "share_beyond": 1.0}},
+              "cutoff_levels": {"customers": 1000, "expected_buyers": 250.0, "expected_buyers_bgnbd": 200.0,
+                                "expected_spend": 1000.0, "expected_spend_btyd": 1000.0}}
+    _validation_table(result)
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "expected buyers 250 (BG/NBD on the same customers 200, +25%)" in printed
+    assert "disagrees by more than 10%" in printed
+    result["cutoff_levels"]["expected_buyers"] = 205.0
+    _validation_table(result)
+    assert "disagrees" not in capsys.readouterr().out
+    result["cutoff_levels"]["expected_buyers"] = 250.0
+    result["extrapolation"]["tenure_days"]["share_beyond"] = 0.1  # the labels cover the level: no note
+    _validation_table(result)
+    assert "disagrees" not in capsys.readouterr().out
+
+
 def test_the_stack_reads_bgnbd_with_each_rows_own_snapshot_fit_and_scoring_with_the_cutoffs(trained):
     from serving.runtime.churn import btyd_silent_logit
     from training.churn.train import btyd_fits

@@ -169,6 +169,12 @@ def test_cdnow_question_beats_bgnbd_gamma_gamma_on_all_three_figures(tmp_path):
     btyd = value_scores(expected_spend(fit_bgnbd(rfm), fit_gamma_gamma(rfm), rfm, 181), realised)
     assert ours["spearman"] > btyd["spearman"] and ours["top10_capture"] > btyd["top10_capture"], (ours, btyd)
     assert abs(ours["total_ratio"] - 1) < 0.05, ours
+    # the cutoff's totals beside BG/NBD's on the same customers, as training printed them
+    levels = summary["cutoff_levels"]
+    assert levels["expected_spend"] == pytest.approx(scores["expected_spend"].sum(), rel=1e-4)
+    assert levels["expected_buyers_bgnbd"] == pytest.approx(
+        fit_bgnbd(rfm).p_purchase(rfm.x, rfm.t_x, rfm.age, 181.0).sum(), rel=0.01)
+    assert f"expected buyers {levels['expected_buyers']:,.0f} (BG/NBD on the same customers" in printed
 
 
 def test_conditional_spend_stays_finite_when_the_alive_probability_underflows():

@@ -83,13 +83,28 @@ def _validation_table(result: dict) -> None:
     t = result["test"]
     console.print(f"test ({t['n']:,} customers seen by no tuning, early stopping or calibration): AUC {t['auc']:.4f}, "
                   f"PR AUC {t['pr_auc']:.4f}, Brier {t['brier']:.4f}", highlight=False)
-    from training.churn.train import EXTRAPOLATION_WARNING
+    from training.churn.train import EXTRAPOLATION_WARNING, LEVEL_WARNING
 
+    extrapolated = False
     for column, seen in (result.get("extrapolation") or {}).items():
         if seen["share_beyond"] >= EXTRAPOLATION_WARNING:
+            extrapolated = True
             console.print(f"note: as of the cutoff {seen['share_beyond']:.0%} of customers have {column} beyond every "
                           f"labelled row (at most {seen['labelled_max']:,.0f}): the churn level there is extrapolated, "
                           "and totals such as expected_spend can be off by more than the test figures show",
+                          highlight=False)
+    levels = result.get("cutoff_levels")
+    if levels and levels["expected_buyers_bgnbd"] > 0 and levels["expected_spend_btyd"] > 0:
+        buyers = levels["expected_buyers"] / levels["expected_buyers_bgnbd"] - 1
+        spend = levels["expected_spend"] / levels["expected_spend_btyd"] - 1
+        console.print(f"as of the cutoff ({levels['customers']:,} customers): expected buyers "
+                      f"{levels['expected_buyers']:,.0f} (BG/NBD on the same customers "
+                      f"{levels['expected_buyers_bgnbd']:,.0f}, {buyers:+.0%}), expected spend "
+                      f"{levels['expected_spend']:,.0f} (BG/NBD × Gamma-Gamma {levels['expected_spend_btyd']:,.0f}, "
+                      f"{spend:+.0%})", highlight=False)
+        if extrapolated and max(abs(buyers), abs(spend)) > LEVEL_WARNING:
+            console.print("note: where the level is extrapolated, BG/NBD fitted on the same customers disagrees by "
+                          f"more than {LEVEL_WARNING:.0%}: treat totals as uncertain by at least that much",
                           highlight=False)
 
 
