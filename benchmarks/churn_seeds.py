@@ -144,16 +144,16 @@ def one_seed(history, cutoff, horizon, features, later, seed: int, trials: int, 
     if anchor and summary["extrapolation"]:
         q, retained = anchored(runtime, X, p, summary["extrapolation"])
         anchored_value = value_scores((1 - q) * retained, spend)
-        extra.update({"buyers anchored": (1 - q).sum() / (~churned).sum(),
+        extra.update({"buyers anchored": (1 - q).sum() / bought.sum(),
                       "spend total anchored": anchored_value["total_ratio"],
                       "Spearman anchored": anchored_value["spearman"], "top10 anchored": anchored_value["top10_capture"]})
     return {"seed": seed, "btyd term": "yes" if btyd else "no", "scorer": summary["scorer"]["kind"],
             "AUC shipped": roc_auc_score(churned, p),
             "AUC LightGBM": roc_auc_score(churned, p_lightgbm), "AUC regression": roc_auc_score(churned, p_linear),
             "mean p": p.mean(), "realised churn": churned.mean(),
-            "buyers predicted / realised": (1 - p).sum() / (~churned).sum(),
-            "buyers LightGBM": (1 - p_lightgbm).sum() / (~churned).sum(),
-            "buyers regression": (1 - p_linear).sum() / (~churned).sum(),
+            "buyers predicted / realised": (1 - p).sum() / bought.sum(),
+            "buyers LightGBM": (1 - p_lightgbm).sum() / bought.sum(),
+            "buyers regression": (1 - p_linear).sum() / bought.sum(),
             "buyers BG/NBD": summary["cutoff_levels"]["expected_buyers_bgnbd"] / bought.sum(),
             "value if retained on buyers": scores["value_if_retained"].to_numpy()[bought].sum() / spend[bought].sum(),
             "spend total predicted / realised": value["total_ratio"],

@@ -173,9 +173,8 @@ def cutoff_levels(runtime: ChurnRuntime, latest: pd.DataFrame | None) -> dict | 
     fitted on the same customers: expected buyers in the horizon (Σ 1 − churn_probability against Σ P(purchase))
     and expected spend (Σ expected_spend against BG/NBD × Gamma-Gamma's). Where the labels cover the scored
     customers, the model's level is the validated one and a gap is mostly BG/NBD's own error; where scoring
-    leaves them (`extrapolation`), no label checks the model's level, and the gap says how unsure it is
-    (measured on CDNOW, where BG/NBD is close: seeds whose model level is 8–22 % off show gaps of that size).
-    None without a value model (a customer table, or BTYD not fitted)."""
+    leaves them (`extrapolation`), no label checks the model's level, and the gap says how unsure it is. None
+    without a value model (a customer table, or BTYD not fitted)."""
     value = runtime.value
     if latest is None or value is None or latest.empty or not set(runtime.feature_names) <= set(latest.columns):
         return None
