@@ -369,6 +369,51 @@ def test_the_cutoffs_totals_are_the_models_scores_beside_bgnbds_on_the_same_cust
     assert "disagrees by more than" not in printed  # the labels cover most customers here
 
 
+def test_the_cutoffs_totals_come_with_their_spread_over_refits_of_the_level_layers(trained):
+    levels = trained["summary"]["cutoff_levels"]
+    resampled = levels["bootstrap"]
+    assert resampled["replicates"] == 30 and resampled["interval"] == 0.9
+    for name in ("expected_buyers", "expected_spend"):
+        low, high = resampled[name]
+        assert 0 < low < high  # the refits move the level
+        assert low < levels[name] * 1.01 and high > levels[name] * 0.99, (name, levels[name], low, high)
+    run = MlflowClient().get_run(trained["summary"]["run_id"])
+    assert run.data.metrics["cutoff_expected_buyers_low"] == resampled["expected_buyers"][0]
+    assert run.data.metrics["cutoff_expected_spend_high"] == resampled["expected_spend"][1]
+    printed = " ".join(trained["output"].split())
+    low, high = resampled["expected_buyers"]
+    assert f"refitted on 30 resamples of their rows (90% of them): expected buyers {low:,.0f}–{high:,.0f}" in printed
+
+
+def test_the_resampled_totals_are_the_runtimes_own_scores_under_each_refit(trained):
+    from training.churn.levels import LevelLayers, grouped_resample, resampled_totals
+
+    runtime = load_churn_runtime(trained["summary"]["model_uri"])
+    from features.contracts import normalize_profiles
+
+    latest = prepare_transactions(trained["sim"].transactions, pd.Timestamp(CUTOFF), 120, 2, 30,
+                                  normalize_profiles(trained["sim"].customers), seed=1).latest_features
+    X = runtime.encoder.transform(latest)
+    retained = runtime.score_array(X)["value_if_retained"].to_numpy()
+    p = runtime.predict_proba(X)
+    groups, labels = np.repeat(np.arange(50), 2), np.tile([0.0, 1.0], 50)
+    unchanged = LevelLayers(lambda rows: runtime.calibration, groups, labels, lambda rows: runtime.linear, groups,
+                            labels)
+    buyers, spend = resampled_totals(runtime, X, retained, unchanged, 3, seed=0)
+    assert buyers == pytest.approx(np.full(3, (1 - p).sum())) and spend == pytest.approx(np.full(3, ((1 - p) * retained).sum()))
+    # a refit that moves the level moves the totals: the regression's and the stack's intercepts up by one log-odd
+    # each (whichever the scorer reads) means fewer expected buyers
+    higher = LevelLayers(lambda rows: {**runtime.calibration, "b": runtime.calibration["b"] + 1.0}, groups, labels,
+                         lambda rows: {**runtime.linear, "intercept": runtime.linear["intercept"] + 1.0}, groups,
+                         labels)
+    moved, _ = resampled_totals(runtime, X, retained, higher, 2, seed=0)
+    assert (moved < (1 - p).sum() * 0.9).all()
+    # resampling is by customer: every drawn customer comes with both of its rows, as many customers as there are
+    rows = grouped_resample(groups, np.random.default_rng(3))
+    assert len(rows) == 100 and (groups[rows[0::2]] == groups[rows[1::2]]).all() and (rows[0::2] != rows[1::2]).all()
+    assert len(np.unique(groups[rows])) < 50  # with replacement
+
+
 def test_training_says_when_an_extrapolated_level_and_bgnbd_disagree(capsys):
     from winback.cli_churn import _validation_table
 
@@ -389,6 +434,11 @@ def test_training_says_when_an_extrapolated_level_and_bgnbd_disagree(capsys):
     result["extrapolation"]["tenure_days"]["share_beyond"] = 0.1  # the labels cover the level: no note
     _validation_table(result)
     assert "disagrees" not in capsys.readouterr().out
+    result["cutoff_levels"]["bootstrap"] = {"replicates": 30, "interval": 0.9, "expected_buyers": [230.0, 270.0],
+                                            "expected_spend": [900.0, 1100.0]}
+    _validation_table(result)
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "30 resamples of their rows (90% of them): expected buyers 230–270, expected spend 900–1,100" in printed
 
 
 def test_the_stack_reads_bgnbd_with_each_rows_own_snapshot_fit_and_scoring_with_the_cutoffs(trained):

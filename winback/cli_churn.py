@@ -83,7 +83,7 @@ def _validation_table(result: dict) -> None:
     t = result["test"]
     console.print(f"test ({t['n']:,} customers seen by no tuning, early stopping or calibration): AUC {t['auc']:.4f}, "
                   f"PR AUC {t['pr_auc']:.4f}, Brier {t['brier']:.4f}", highlight=False)
-    from training.churn.train import EXTRAPOLATION_WARNING, LEVEL_WARNING
+    from training.churn.levels import EXTRAPOLATION_WARNING, LEVEL_WARNING
 
     extrapolated = False
     for column, seen in (result.get("extrapolation") or {}).items():
@@ -102,6 +102,13 @@ def _validation_table(result: dict) -> None:
                       f"{levels['expected_buyers_bgnbd']:,.0f}, {buyers:+.0%}), expected spend "
                       f"{levels['expected_spend']:,.0f} (BG/NBD × Gamma-Gamma {levels['expected_spend_btyd']:,.0f}, "
                       f"{spend:+.0%})", highlight=False)
+        resampled = levels.get("bootstrap")
+        if resampled:
+            (b_low, b_high), (s_low, s_high) = resampled["expected_buyers"], resampled["expected_spend"]
+            console.print(f"the same totals with the calibration and the regression refitted on {resampled['replicates']} "
+                          f"resamples of their rows ({resampled['interval']:.0%} of them): expected buyers "
+                          f"{b_low:,.0f}–{b_high:,.0f}, expected spend {s_low:,.0f}–{s_high:,.0f}; a floor under the "
+                          "totals' uncertainty (the booster and an extrapolation's bias are not in it)", highlight=False)
         if extrapolated and max(abs(buyers), abs(spend)) > LEVEL_WARNING:
             console.print("note: where the level is extrapolated, BG/NBD fitted on the same customers disagrees by "
                           f"more than {LEVEL_WARNING:.0%}: treat totals as uncertain by at least that much",

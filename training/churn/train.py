@@ -17,29 +17,27 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.linear_model import LogisticRegression
 
 from features.errors import DataError
 from serving.monitoring.drift import build_reference, calibration_by_decile
-from serving.runtime.churn import (ChurnRuntime, apply_calibration, btyd_silent_logit, load_churn_runtime, logit,
-                                   segment_config_dict, stack_terms)
+from serving.runtime.churn import ChurnRuntime, load_churn_runtime, segment_config_dict
 from serving.runtime.encoding import FeatureEncoder
-from training.churn import report as churn_report
 from serving.runtime.linear import blend
+from training.churn import report as churn_report
+from training.churn.calibration import STACK_COLUMNS, BtydFits, btyd_fits, fit_calibration  # noqa: F401 (re-exported)
 from training.churn.data import ChurnData
-from training.labels import LABEL, SNAPSHOT
-from serving.runtime.value import RFM_COLUMNS, rfm_from_columns
-from serving.runtime.value.btyd import expected_spend
+from training.churn.levels import LEVEL_BOOTSTRAP, LevelLayers, cutoff_levels, extrapolation
 from training.churn.linear import BLEND_WEIGHTS, fit_linear, predict_linear
 from training.churn.tuning import (CV_FOLDS, CV_MAX_ROWS, MAX_ROUNDS, CVData, TuningData, cv_folds, mlflow_trial_logger,
                                    out_of_fold, run_cv, run_study, train_booster, trial_counts)
+from training.labels import LABEL, SNAPSHOT
 from training.metrics import auc, classification_summary, paired_auc
 from training.monitoring import model_outputs
 from training.promotion import (Comparison, NotComparable, kind_differences, load_champion, register_and_promote,
                                 registry_note)
-from training.value.model import fit_value_model, held_out_figures, point_in_time_fits
 from training.tracking import (TrackingSettings, describe_run, explicit_signature, log_dataset, log_params,
                                loose_signature, pyfunc_example, reproducibility_tags)
+from training.value.model import fit_value_model, held_out_figures
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # holds features/, serving/, training/
 PYFUNC_FILE = PACKAGE_ROOT / "serving" / "pyfunc" / "churn.py"
@@ -49,10 +47,6 @@ REGISTRY_METRIC = "test_auc"
 # What a churn label means, versioned: a champion with another rule (or horizon) is another kind of model.
 LABEL_RULES = {"transactions": "no purchase in the horizon after the cutoff day; features up to the end of that day/v1",
                "table": "the table's target column/v1"}
-# Log-linear terms of the stacking calibration (when the model has all of them): trees rank every
-# value beyond the training range alike, a logistic term on log1p(x) keeps ordering them.
-STACK_COLUMNS = ("recency_days", "frequency", "tenure_days")
-
 
 @dataclass(frozen=True)
 class ChurnTrainConfig:
@@ -70,123 +64,7 @@ class ChurnTrainConfig:
     cv: str = "auto"  # "auto": K-fold CV when train + validation hold under CV_MAX_ROWS rows; "always"; "never"
     stack: bool = True  # logistic stacking calibration on logit(booster) + log1p(STACK_COLUMNS)
     btyd: bool = True  # the stack also reads BG/NBD's log-odds of no purchase (transactions with RFM columns)
-
-
-def fit_platt(raw: np.ndarray, y: np.ndarray) -> dict:
-    """Platt scaling on the logit of the raw probability, fitted on validation rows."""
-    model = LogisticRegression(C=1e6, max_iter=1000).fit(logit(raw).reshape(-1, 1), y.astype(int))
-    return {"method": "platt", "a": float(model.coef_[0, 0]), "b": float(model.intercept_[0])}
-
-
-def fit_stack(raw: np.ndarray, terms: np.ndarray, columns: list[str], y: np.ndarray) -> dict:
-    """Logistic layer on [logit(raw), log1p(columns)(, btyd)], fitted on validation rows (see apply_calibration)."""
-    model = LogisticRegression(C=1.0, max_iter=1000).fit(np.column_stack([logit(raw), terms]), y.astype(int))
-    return {"method": "logistic_stack", "a": float(model.coef_[0, 0]), "b": float(model.intercept_[0]),
-            "columns": list(columns), "weights": [float(w) for w in model.coef_[0, 1:]]}
-
-
-@dataclass(frozen=True)
-class BtydFits:
-    """BG/NBD fitted point in time: once per labelled snapshot (on that snapshot's customers), once as of the
-    cutoff (what scoring uses). Feeds the stack's `btyd_silent_logit` term and the value model."""
-
-    by_snapshot: dict  # snapshot date → (BgNbd, GammaGamma)
-    scoring: tuple  # (BgNbd, GammaGamma) as of the cutoff
-    horizon_days: int
-
-    def term_spec(self, fit: tuple) -> dict:
-        return {"bgnbd": fit[0].to_dict(), "horizon_days": int(self.horizon_days)}
-
-    def terms(self, X: np.ndarray, feature_names: list[str], snapshots: np.ndarray) -> np.ndarray:
-        """Each row's `btyd_silent_logit` with its own snapshot's fit, shape (n,)."""
-        out = np.full(len(X), np.nan)
-        for snapshot, fit in self.by_snapshot.items():
-            at = np.flatnonzero(snapshots == snapshot)
-            if len(at):
-                spec = self.term_spec(fit)
-                out[at] = btyd_silent_logit(X[at], feature_names, spec["bgnbd"], spec["horizon_days"])
-        if np.isnan(out).any():
-            raise DataError("BG/NBD stack term: a row's snapshot has no BG/NBD fit")
-        return out
-
-
-def btyd_fits(data: ChurnData) -> BtydFits | None:
-    """The point-in-time BG/NBD fits of a transactions training set; None for a customer table, or when BG/NBD
-    cannot be fitted (too few repeat buyers)."""
-    if data.kind != "transactions" or data.latest_features is None or not set(RFM_COLUMNS) <= set(data.feature_columns):
-        return None
-    fitted = point_in_time_fits(data)
-    return None if fitted is None else BtydFits(*fitted, int(data.description["horizon_days"]))
-
-
-def fit_calibration(raw: np.ndarray, X: np.ndarray, feature_names: list[str], y: np.ndarray,
-                    stack: bool, btyd: BtydFits | None = None,
-                    snapshots: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
-    """The calibration (stacking when asked and possible, else Platt) and the calibrated probabilities.
-
-    Fitted on the validation rows: Platt keeps the booster's ranking; the stack's weights can
-    change it slightly, so the validation AUC of a stacked model is a little optimistic (the test
-    figures in the README come from later, unseen labels). With `btyd` (and each row's snapshot) the stack
-    has one more term, BG/NBD's log-odds of no purchase in the horizon: each row's with its snapshot's fit,
-    the stored one (for scoring) with the cutoff's.
-    """
-    columns = [c for c in STACK_COLUMNS if c in feature_names]
-    if stack and len(columns) == len(STACK_COLUMNS):
-        terms = stack_terms(X, feature_names, columns)
-        if btyd is not None and snapshots is not None:
-            terms = np.column_stack([terms, btyd.terms(X, feature_names, snapshots)])
-        calibration = fit_stack(raw, terms, columns, y)
-        if btyd is not None and snapshots is not None:
-            calibration["btyd"] = btyd.term_spec(btyd.scoring)
-        return calibration, apply_calibration(raw, calibration, terms)
-    calibration = fit_platt(raw, y)
-    return calibration, apply_calibration(raw, calibration)
-
-
-EXTRAPOLATION_COLUMNS = ("tenure_days", "recency_days")
-EXTRAPOLATION_WARNING = 0.5  # share of customers beyond every labelled row above which training says so
-
-
-def extrapolation(data: ChurnData) -> dict | None:
-    """How far scoring as of the cutoff leaves what the labels covered: per column of EXTRAPOLATION_COLUMNS, the
-    largest value among the labelled rows (training + validation) and the share of customers as of the cutoff
-    beyond it. Labelled snapshots are a horizon or more older than the cutoff, so every customer is older there;
-    when most are older (or silent for longer) than any labelled customer, the churn level as of the cutoff is an
-    extrapolation of the models (trees stay flat, regression terms go on), which no validation figure checks."""
-    latest = data.latest_features
-    if data.kind != "transactions" or latest is None:
-        return None
-    labelled = pd.concat([data.train, data.valid])
-    out = {}
-    for column in EXTRAPOLATION_COLUMNS:
-        if column in labelled and column in latest:
-            most = float(labelled[column].max())
-            out[column] = {"labelled_max": most, "share_beyond": float((latest[column] > most).mean())}
-    return out or None
-
-
-LEVEL_WARNING = 0.10  # |model / BTYD − 1| of the cutoff's totals above which training says so, when extrapolated
-
-
-def cutoff_levels(runtime: ChurnRuntime, latest: pd.DataFrame | None) -> dict | None:
-    """The totals the model predicts for every customer as of the cutoff, beside those of BG/NBD (× Gamma-Gamma)
-    fitted on the same customers: expected buyers in the horizon (Σ 1 − churn_probability against Σ P(purchase))
-    and expected spend (Σ expected_spend against BG/NBD × Gamma-Gamma's). Where the labels cover the scored
-    customers, the model's level is the validated one and a gap is mostly BG/NBD's own error; where scoring
-    leaves them (`extrapolation`), no label checks the model's level, and the gap says how unsure it is. None
-    without a value model (a customer table, or BTYD not fitted)."""
-    value = runtime.value
-    if latest is None or value is None or latest.empty or not set(runtime.feature_names) <= set(latest.columns):
-        return None
-    X = runtime.encoder.transform(latest)
-    scores = runtime.score_array(X)
-    rfm = rfm_from_columns(lambda name: X[:, runtime.feature_names.index(name)])
-    horizon = float(value.horizon_days)
-    return {"customers": int(len(X)),
-            "expected_buyers": float((1.0 - scores["churn_probability"]).sum()),
-            "expected_buyers_bgnbd": float(value.bgnbd.p_purchase(rfm.x, rfm.t_x, rfm.age, horizon).sum()),
-            "expected_spend": float(scores["expected_spend"].sum()),
-            "expected_spend_btyd": float(expected_spend(value.bgnbd, value.gamma_gamma, rfm, horizon).sum())}
+    level_bootstrap: int = LEVEL_BOOTSTRAP  # resamples behind the cutoff totals' interval (0: none)
 
 
 def choose_scorer(y_valid: np.ndarray, p_lightgbm: np.ndarray, p_linear: np.ndarray) -> tuple[dict, dict, np.ndarray]:
@@ -304,6 +182,7 @@ class Fitted:
     raw_valid: np.ndarray  # the booster's, before calibration
     valid_frame: pd.DataFrame  # feature rows behind y_valid (for the baselines)
     scheme: str
+    layers: LevelLayers | None = None  # how to refit the calibration and the regression (the cutoff's interval)
 
 
 def _description(data: ChurnData, fitted: Fitted, validation: dict, test: dict, registered: dict | None) -> str:
@@ -330,9 +209,11 @@ def _fit_holdout(data: ChurnData, encoder: FeatureEncoder, config: ChurnTrainCon
     rounds = int(best.user_attrs.get("best_iteration", 100))
     booster = train_booster(best.params, tuning, config.seed, config.threads, rounds=rounds, valid=False)
     raw_valid = booster.predict(tuning.X_valid)
-    calibration, p_lightgbm = fit_calibration(raw_valid, tuning.X_valid, list(encoder.features_), tuning.y_valid,
-                                              config.stack, btyd, data.valid[SNAPSHOT].to_numpy())
+    names, snapshots = list(encoder.features_), data.valid[SNAPSHOT].to_numpy()
+    calibration, p_lightgbm = fit_calibration(raw_valid, tuning.X_valid, names, tuning.y_valid, config.stack, btyd,
+                                              snapshots)
     linear = fit_linear(tuning.X_train, tuning.y_train, encoder)
+    linear_X, linear_y, linear_rows = tuning.X_train, tuning.y_train, data.train
     scorer, candidates, p_valid = choose_scorer(tuning.y_valid, p_lightgbm, predict_linear(tuning.X_valid, linear))
     scheme = "holdout"
     if config.refit:
@@ -343,10 +224,15 @@ def _fit_holdout(data: ChurnData, encoder: FeatureEncoder, config: ChurnTrainCon
         scaled = int(round(rounds * len(y_all) / len(tuning.y_train)))
         booster = train_booster(best.params, both, config.seed, config.threads, rounds=scaled, valid=False)
         linear = fit_linear(X_all, y_all, encoder)
+        linear_X, linear_y, linear_rows = X_all, y_all, refit
         scheme = (f"holdout, refit on every labelled row but the test slice ({len(y_all):,} rows, newest snapshot "
                   f"included) with {scaled} rounds")
+    layers = LevelLayers(
+        lambda rows: fit_calibration(raw_valid[rows], tuning.X_valid[rows], names, tuning.y_valid[rows], config.stack,
+                                     btyd, snapshots[rows])[0], data.valid.index.to_numpy(), tuning.y_valid,
+        lambda rows: fit_linear(linear_X[rows], linear_y[rows], encoder), linear_rows.index.to_numpy(), linear_y)
     return Fitted(study, rounds, booster, calibration, linear, scorer, candidates, tuning.y_valid, p_valid,
-                  raw_valid, data.valid, scheme)
+                  raw_valid, data.valid, scheme, layers)
 
 
 def _fit_cross_validated(data: ChurnData, encoder: FeatureEncoder, config: ChurnTrainConfig,
@@ -363,8 +249,8 @@ def _fit_cross_validated(data: ChurnData, encoder: FeatureEncoder, config: Churn
     best = study.best_trial
     _, rounds, boosters = run_cv(best.params, cv, config.seed, config.threads, rounds=config.max_rounds)
     raw_oof = out_of_fold(boosters, cv, rounds)
-    calibration, p_lightgbm = fit_calibration(raw_oof, X, list(encoder.features_), y, config.stack, btyd,
-                                              rows[SNAPSHOT].to_numpy() if SNAPSHOT in rows else None)
+    names, snapshots = list(encoder.features_), rows[SNAPSHOT].to_numpy() if SNAPSHOT in rows else None
+    calibration, p_lightgbm = fit_calibration(raw_oof, X, names, y, config.stack, btyd, snapshots)
     p_linear = np.empty(len(y))
     for train_idx, valid_idx in folds:
         p_linear[valid_idx] = predict_linear(X[valid_idx], fit_linear(X[train_idx], y[train_idx], encoder))
@@ -373,9 +259,14 @@ def _fit_cross_validated(data: ChurnData, encoder: FeatureEncoder, config: Churn
     scaled = int(round(rounds * CV_FOLDS / (CV_FOLDS - 1)))
     booster = train_booster(best.params, everything, config.seed, config.threads, rounds=scaled, valid=False)
     linear = fit_linear(X, y, encoder)
+    groups = rows.index.to_numpy()
+    layers = LevelLayers(
+        lambda at: fit_calibration(raw_oof[at], X[at], names, y[at], config.stack, btyd,
+                                   None if snapshots is None else snapshots[at])[0], groups, y,
+        lambda at: fit_linear(X[at], y[at], encoder), groups, y)
     return Fitted(study, rounds, booster, calibration, linear, scorer, candidates, y, p_valid, raw_oof, rows,
                   f"{CV_FOLDS}-fold cross-validation by customer on {len(y):,} rows (under {CV_MAX_ROWS:,}); "
-                  f"out-of-fold calibration and choice; refit on all of them with {scaled} rounds")
+                  f"out-of-fold calibration and choice; refit on all of them with {scaled} rounds", layers)
 
 
 def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSettings) -> dict:
@@ -424,9 +315,11 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
                       "snapshot_dates": data.description.get("snapshot_dates"),
                       "target": data.description.get("target"), "validation_auc": validation["auc"]})
 
-        levels = cutoff_levels(runtime, data.latest_features)
+        levels = cutoff_levels(runtime, data.latest_features, fitted.layers, config.level_bootstrap, config.seed)
         if levels:
-            mlflow.log_metrics({f"cutoff_{k}": v for k, v in levels.items() if k != "customers"})
+            mlflow.log_metrics({f"cutoff_{k}": v for k, v in levels.items() if k not in ("customers", "bootstrap")})
+            for name, (low, high) in ((k, v) for k, v in levels.get("bootstrap", {}).items() if k.startswith("exp")):
+                mlflow.log_metrics({f"cutoff_{name}_low": low, f"cutoff_{name}_high": high})
         # test rows are as of the newest labelled snapshot: BG/NBD's stack term with that snapshot's fit
         test_runtime = runtime if btyd is None or "btyd" not in calibration else runtime.with_calibration(
             {**calibration, "btyd": btyd.term_spec(btyd.by_snapshot[data.test[SNAPSHOT].max()])})
