@@ -408,10 +408,19 @@ def test_the_resampled_totals_are_the_runtimes_own_scores_under_each_refit(train
                          labels)
     moved, _ = resampled_totals(runtime, X, retained, higher, 2, seed=0)
     assert (moved < (1 - p).sum() * 0.9).all()
+    # more customers than a resample takes: m out of n, the departure from the runtime's total scaled by √(m/n)
+    import training.churn.levels as levels
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(levels, "LEVEL_BOOTSTRAP_GROUPS", 25)  # of 50: m/n = 1/2
+        scaled, _ = resampled_totals(runtime, X, retained, higher, 2, seed=0)
+    own = (1 - p).sum()
+    assert scaled == pytest.approx(own + (moved - own) * np.sqrt(0.5))
     # resampling is by customer: every drawn customer comes with both of its rows, as many customers as there are
     rows = grouped_resample(groups, np.random.default_rng(3))
     assert len(rows) == 100 and (groups[rows[0::2]] == groups[rows[1::2]]).all() and (rows[0::2] != rows[1::2]).all()
     assert len(np.unique(groups[rows])) < 50  # with replacement
+    assert len(grouped_resample(groups, np.random.default_rng(3), share=0.3)) == 2 * 15
 
 
 def test_training_says_when_an_extrapolated_level_and_bgnbd_disagree(capsys):

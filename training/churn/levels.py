@@ -40,6 +40,8 @@ def extrapolation(data: ChurnData) -> dict | None:
 LEVEL_WARNING = 0.10  # |model / BTYD − 1| of the cutoff's totals above which training says so, when extrapolated
 LEVEL_BOOTSTRAP = 30  # resamples behind the totals' interval (`ChurnTrainConfig.level_bootstrap`)
 LEVEL_INTERVAL = 0.90  # the interval's coverage of the resampled totals
+# customers per resample at most: a larger layer is resampled m out of n and the spread scaled by √(m/n)
+LEVEL_BOOTSTRAP_GROUPS = 100_000
 
 
 @dataclass(frozen=True)
@@ -57,22 +59,22 @@ class LevelLayers:
     linear_labels: np.ndarray
 
 
-def grouped_resample(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Row positions of a bootstrap resample by group: as many groups as there are, drawn with replacement, each
-    with all its rows."""
+def grouped_resample(groups: np.ndarray, rng: np.random.Generator, share: float = 1.0) -> np.ndarray:
+    """Row positions of a bootstrap resample by group: `share` of the groups there are (rounded up), drawn with
+    replacement, each with all its rows."""
     codes, uniques = pd.factorize(np.asarray(groups))
     order = np.argsort(codes, kind="stable")
     counts = np.bincount(codes, minlength=len(uniques))
     starts = np.cumsum(counts) - counts
-    drawn = rng.integers(0, len(uniques), len(uniques))
+    drawn = rng.integers(0, len(uniques), int(np.ceil(share * len(uniques))))
     lengths = counts[drawn]
     offsets = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     return order[np.repeat(starts[drawn], lengths) + offsets]
 
 
-def _both_classes(labels: np.ndarray, groups: np.ndarray, rng: np.random.Generator) -> np.ndarray | None:
+def _both_classes(labels: np.ndarray, groups: np.ndarray, rng: np.random.Generator, share: float) -> np.ndarray | None:
     for _ in range(10):
-        rows = grouped_resample(groups, rng)
+        rows = grouped_resample(groups, rng, share)
         if len(np.unique(labels[rows])) == 2:
             return rows
     return None
@@ -82,24 +84,32 @@ def resampled_totals(runtime: ChurnRuntime, X: np.ndarray, retained: np.ndarray,
                      replicates: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
     """(expected buyers, expected spend) of the encoded customers `X` under `replicates` refits of the level layers
     the runtime's scorer uses, each on a bootstrap resample of its own rows (by customer), the booster and
-    `value_if_retained` (`retained`) held fixed. None when resamples keep missing a class."""
+    `value_if_retained` (`retained`) held fixed. Layers of more than LEVEL_BOOTSTRAP_GROUPS customers are
+    resampled m out of n (the same share m/n for both), each total's departure from the runtime's own scaled by
+    √(m/n): the refits stay as cheap as at that size. None when resamples keep missing a class."""
     rng = np.random.default_rng(seed)
     kind = runtime.scorer["kind"]
+    largest = max(len(pd.unique(np.asarray(layers.calibration_groups))), len(pd.unique(np.asarray(layers.linear_groups))))
+    share = min(1.0, LEVEL_BOOTSTRAP_GROUPS / max(largest, 1))
     buyers, spend = np.empty(replicates), np.empty(replicates)
     for b in range(replicates):
         other = runtime.with_calibration(runtime.calibration)
         if kind != "linear":
-            rows = _both_classes(layers.calibration_labels, layers.calibration_groups, rng)
+            rows = _both_classes(layers.calibration_labels, layers.calibration_groups, rng, share)
             if rows is None:
                 return None
             other.calibration = layers.calibration(rows)
         if kind != "lightgbm":
-            rows = _both_classes(layers.linear_labels, layers.linear_groups, rng)
+            rows = _both_classes(layers.linear_labels, layers.linear_groups, rng, share)
             if rows is None:
                 return None
             other.linear = layers.linear(rows)
         retained_share = 1.0 - other.predict_proba(X)
         buyers[b], spend[b] = retained_share.sum(), (retained_share * retained).sum()
+    if share < 1.0:
+        point = 1.0 - runtime.predict_proba(X)
+        for totals, own in ((buyers, point.sum()), (spend, (point * retained).sum())):
+            totals[:] = own + (totals - own) * np.sqrt(share)
     return buyers, spend
 
 
