@@ -1,7 +1,7 @@
 """Churn and customer value out of time, seed by seed: what changes with the split, and what labels can tell.
 
     .venv/bin/python benchmarks/churn_seeds.py [--source cdnow|sim] [--seeds 0 1 2 3 4] [--trials 10]
-        [--ablate] [--edge] [--anchor] [--ceiling]
+        [--ablate] [--edge] [--anchor] [--ceiling] [--backtest] [--cv auto|always|never]
 
 For each seed: `train_churn` as `winback train churn` runs it (3 snapshots 30 days apart, `--trials` trials, a
 fresh MLflow store), then the model scores every customer as of the cutoff, against what they did in the
@@ -20,7 +20,10 @@ labelled row, to BG/NBD's (expected buyers, by one logit shift of every score) a
 conditional spend (one factor on every `value_if_retained`), rankings kept. `--ablate` repeats every seed
 without the stack's BG/NBD term; `--ceiling` adds what the features can carry at best: LightGBM and a logistic
 regression on log1p features, trained by 5-fold cross-validation on the cutoff's own features *and the very
-labels being predicted* (no time shift at all; not a model anybody can ship).
+labels being predicted* (no time shift at all; not a model anybody can ship); `--backtest` checks BG/NBD's own
+level out of time: fitted on each labelled snapshot's customers as training fits it (point in time), its expected
+buyers and BG/NBD × Gamma-Gamma's expected spend in the horizon after that snapshot against what those customers
+did (the labels).
 
 Sources: `cdnow` (../shared/data/cdnow_master.txt; cutoff 1997-12-31, horizon 181 days) and `sim` (the
 simulator, 20,000 customers, seed 1, cutoff its history's end, horizon 180 days, its natural future).
@@ -114,7 +117,7 @@ def anchored(runtime, X: np.ndarray, p: np.ndarray, extrapolation: dict) -> tupl
 
 
 def one_seed(history, cutoff, horizon, features, later, seed: int, trials: int, btyd: bool,
-             edge: bool = False, anchor: bool = False) -> dict:
+             edge: bool = False, anchor: bool = False, cv: str = "auto") -> dict:
     from sklearn.metrics import roc_auc_score
 
     from serving.runtime.churn import load_churn_runtime
@@ -126,7 +129,7 @@ def one_seed(history, cutoff, horizon, features, later, seed: int, trials: int, 
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
         data = prepare_transactions(history, cutoff, horizon, 3, 30, None, seed)
-        summary = train_churn(data, ChurnTrainConfig(trials=trials, seed=seed, btyd=btyd),
+        summary = train_churn(data, ChurnTrainConfig(trials=trials, seed=seed, btyd=btyd, cv=cv),
                               TrackingSettings.from_env("churn-seeds"))
         runtime = load_churn_runtime(summary["model_uri"])
         X = runtime.encoder.transform(features)
@@ -220,6 +223,31 @@ def sequence_features(history: pd.DataFrame, horizon: int, features: pd.DataFram
     return pd.concat([features, extra], axis=1)
 
 
+def btyd_backtest(history, cutoff, horizon: int) -> pd.DataFrame:
+    """`--backtest`: per labelled snapshot (as `train_churn` builds them, seed 0), BG/NBD's expected buyers and
+    BG/NBD × Gamma-Gamma's expected spend over the horizon after it, fitted on that snapshot's customers, against
+    the labels (buyers: rows not churned; spend: `future_spend`)."""
+    from serving.runtime.value import rfm_from_columns
+    from serving.runtime.value.btyd import expected_spend
+    from training.churn.data import prepare_transactions
+    from training.labels import FUTURE_SPEND, LABEL, SNAPSHOT
+    from training.value.model import point_in_time_fits
+
+    data = prepare_transactions(history, cutoff, horizon, 3, 30, None, 0)
+    fits, _ = point_in_time_fits(data)
+    rows = []
+    for snapshot, part in pd.concat([data.train, data.valid, data.test]).groupby(SNAPSHOT, sort=True):
+        bgnbd, gamma_gamma = fits[snapshot]
+        rfm = rfm_from_columns(lambda name: part[name].to_numpy(dtype=float))
+        rows.append({"snapshot": str(pd.Timestamp(snapshot).date()), "customers": len(part),
+                     "max tenure": float(part["tenure_days"].max()),
+                     "BG/NBD buyers / realised": bgnbd.p_purchase(rfm.x, rfm.t_x, rfm.age, float(horizon)).sum()
+                     / (1 - part[LABEL]).sum(),
+                     "BG/NBD × Gamma-Gamma spend / realised": expected_spend(bgnbd, gamma_gamma, rfm, float(horizon)).sum()
+                     / part[FUTURE_SPEND].sum()})
+    return pd.DataFrame(rows)
+
+
 def markdown(frame: pd.DataFrame) -> str:
     """A markdown table (floats to 4 decimals) without pandas' optional tabulate dependency."""
     cells = [[f"{v:.4f}" if isinstance(v, float) else str(v) for v in row] for row in frame.itertuples(index=False)]
@@ -236,6 +264,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--edge", action="store_true", help="also the labelled edge + BG/NBD variant (not shipped)")
     parser.add_argument("--anchor", action="store_true", help="also the levels anchored to BG/NBD beyond the labels")
     parser.add_argument("--ceiling", action="store_true", help="also the in-period cross-validated ceiling")
+    parser.add_argument("--backtest", action="store_true", help="also BG/NBD's own level at each labelled snapshot")
+    parser.add_argument("--cv", choices=("auto", "always", "never"), default="auto",
+                        help="training's validation scheme, as `winback train churn --cv`")
     args = parser.parse_args(argv)
     import logging
     import warnings
@@ -248,7 +279,8 @@ def main(argv: list[str] | None = None) -> None:
     history, cutoff, horizon, later = load(args.source)
     features = build_features(history, cutoff)
     started = time.perf_counter()
-    rows = [one_seed(history, cutoff, horizon, features, later, seed, args.trials, btyd, args.edge, args.anchor)
+    rows = [one_seed(history, cutoff, horizon, features, later, seed, args.trials, btyd, args.edge, args.anchor,
+                    args.cv)
             for btyd in ((True, False) if args.ablate else (True,)) for seed in args.seeds]
     table = pd.DataFrame(rows)
     print(f"# {' '.join(sys.argv)}")
@@ -265,6 +297,9 @@ def main(argv: list[str] | None = None) -> None:
         richer = sequence_features(history, horizon, features)
         print("the same with sequence and BG/NBD columns (see sequence_features): "
               + ", ".join(f"{k} {v:.4f}" for k, v in ceiling(richer, later).items()))
+    if args.backtest:
+        print("\nBG/NBD's own level out of time, fitted on each labelled snapshot's customers\n"
+              + markdown(btyd_backtest(history, cutoff, horizon)))
 
 
 if __name__ == "__main__":
