@@ -103,3 +103,16 @@ def test_unknown_scorer_or_a_missing_linear_model_is_refused():
         ChurnRuntime(encoder, "", {"method": "none"}, {}, scorer={"kind": "blend", "weight": 0.5})
     with pytest.raises(DataError, match="unknown churn scorer"):
         ChurnRuntime(encoder, "", {"method": "none"}, {}, scorer={"kind": "forest"})
+
+
+def test_a_warm_start_reaches_the_same_regression_and_a_start_of_another_shape_is_ignored():
+    frame, y = _frame()
+    encoder = FeatureEncoder().fit(frame)
+    X = encoder.transform(frame)
+    full = fit_linear(X, y, encoder)
+    rows = np.random.default_rng(1).integers(0, len(y), len(y))  # a bootstrap resample, as the level interval draws
+    cold, warm = fit_linear(X[rows], y[rows], encoder), fit_linear(X[rows], y[rows], encoder, start=full)
+    assert np.abs(predict_linear(X, cold) - predict_linear(X, warm)).max() < 1e-3
+    assert np.abs(predict_linear(X, cold) - predict_linear(X, full)).max() > 1e-3  # the resample moved the fit
+    other = {**full, "coef": full["coef"][:-1]}
+    assert fit_linear(X[rows], y[rows], encoder, start=other)["coef"] == pytest.approx(cold["coef"])

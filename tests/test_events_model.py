@@ -38,8 +38,9 @@ def trained(tmp_path_factory):
                                      "--event-id-col", "who", "--event-time-col", "at", "--event-type-col", "kind",
                                      "--event-types", "visit,app_session,email_open", "--cutoff", CUTOFF,
                                      "--horizon-days", "120", "--trials", "2", "--max-rounds", "60",
-                                     "--register-as", "events-churn"])
+                                     "--register-as", "events-churn", "--level-bootstrap", "0"])
         assert result.exit_code == 0, result.output
+        assert "resamples of their rows" not in result.output  # --level-bootstrap 0: no interval
         yield {"tmp": tmp, "sim": sim, "runtime": load_churn_runtime(MODEL)}
 
 

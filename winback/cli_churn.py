@@ -106,7 +106,7 @@ def _validation_table(result: dict) -> None:
         if resampled:
             (b_low, b_high), (s_low, s_high) = resampled["expected_buyers"], resampled["expected_spend"]
             console.print(f"the same totals with the calibration and the regression refitted on {resampled['replicates']} "
-                          f"resamples of their rows ({resampled['interval']:.0%} of them): expected buyers "
+                          f"resamples of their rows, {resampled['interval']:.0%} interval: expected buyers "
                           f"{b_low:,.0f}–{b_high:,.0f}, expected spend {s_low:,.0f}–{s_high:,.0f}; a floor under the "
                           "totals' uncertainty (the booster and an extrapolation's bias are not in it)", highlight=False)
         if extrapolated and max(abs(buyers), abs(spend)) > LEVEL_WARNING:
@@ -137,6 +137,8 @@ def train_churn_command(
     refit: bool = flag("--refit/--no-refit", "Holdout scheme: after tuning, retrain on every labelled row but the "
                        "test slice, the newest snapshot included (rounds scaled to the larger set). Default: on.",
                        default=True),
+    level_bootstrap: int = typer.Option(20, "--level-bootstrap", help="Refits of the calibration and the regression on "
+                                        "resamples of their rows behind the cutoff totals' interval; 0: none."),
     experiment: str = typer.Option("winback-churn", "--experiment", help="MLflow experiment name."),
     register_as: str | None = typer.Option(None, "--register-as", help="Registered model name, e.g. winback-churn."),
     storage: str | None = typer.Option(None, "--storage", help="Optuna RDB URL shared by several processes."),
@@ -161,6 +163,8 @@ def train_churn_command(
         raise DataError(f"--max-rounds must be at least 1, got {max_rounds}")
     if timeout is not None and timeout <= 0:
         raise DataError(f"--timeout must be positive, got {timeout}")
+    if level_bootstrap != 0 and level_bootstrap < 2:
+        raise DataError(f"--level-bootstrap must be 0 (none) or at least 2, got {level_bootstrap}")
     if storage and not study_name:
         raise DataError("--storage needs --study-name so that several processes join the same study")
     if events is not None and transactions is None:
@@ -189,7 +193,8 @@ def train_churn_command(
     else:
         data = prepare_table(_read_customer_table(table, id_col), target, id_col, seed)
     config = ChurnTrainConfig(trials=trials, timeout=timeout, seed=seed, storage=storage, study_name=study_name,
-                              register_as=register_as, max_rounds=max_rounds, cv=cv, refit=refit)
+                              register_as=register_as, max_rounds=max_rounds, cv=cv, refit=refit,
+                              level_bootstrap=level_bootstrap)
     result = train_churn(data, config, TrackingSettings.from_env(experiment))
     if json_out is not None:
         from features.io import write_text_atomic

@@ -217,26 +217,27 @@ class ChurnRuntime:
     def predict_raw(self, X) -> np.ndarray:
         return self._caller.predict(self._check(X))
 
-    def predict_lightgbm(self, X) -> np.ndarray:
-        """The calibrated booster's churn probability, shape (n,)."""
+    def predict_lightgbm(self, X, raw: np.ndarray | None = None) -> np.ndarray:
+        """The calibrated booster's churn probability, shape (n,); `raw`: the booster's own of X, if at hand."""
         X = self._check(X)
         terms = None
         if self.calibration.get("method") == "logistic_stack":
             terms = stack_terms(X, self.feature_names, self.calibration["columns"], self.calibration.get("btyd"))
-        return apply_calibration(self.predict_raw(X), self.calibration, terms)
+        return apply_calibration(self.predict_raw(X) if raw is None else raw, self.calibration, terms)
 
     def predict_linear(self, X) -> np.ndarray:
         """The logistic regression's churn probability, shape (n,)."""
         return 1.0 / (1.0 + np.exp(-linear_model.decision_function(self._check(X), self.linear)))
 
-    def predict_proba(self, X) -> np.ndarray:
-        """Churn probability from the model's scorer, shape (n,), for an encoded array from `self.encoder`."""
+    def predict_proba(self, X, raw: np.ndarray | None = None) -> np.ndarray:
+        """Churn probability from the model's scorer, shape (n,), for an encoded array from `self.encoder`; `raw`:
+        the booster's raw probabilities of X when already computed (e.g. the same rows under refitted layers)."""
         kind = self.scorer["kind"]
         if kind == "lightgbm":
-            return self.predict_lightgbm(X)
+            return self.predict_lightgbm(X, raw)
         if kind == "linear":
             return self.predict_linear(X)
-        return linear_model.blend(self.predict_lightgbm(X), self.predict_linear(X), self.scorer["weight"])
+        return linear_model.blend(self.predict_lightgbm(X, raw), self.predict_linear(X), self.scorer["weight"])
 
     def risk_tier(self, probability) -> np.ndarray:
         p = np.asarray(probability, dtype=float)

@@ -38,8 +38,9 @@ def extrapolation(data: ChurnData) -> dict | None:
 
 
 LEVEL_WARNING = 0.10  # |model / BTYD − 1| of the cutoff's totals above which training says so, when extrapolated
-LEVEL_BOOTSTRAP = 30  # resamples behind the totals' interval (`ChurnTrainConfig.level_bootstrap`)
-LEVEL_INTERVAL = 0.90  # the interval's coverage of the resampled totals
+LEVEL_BOOTSTRAP = 20  # resamples behind the totals' interval (`ChurnTrainConfig.level_bootstrap`)
+LEVEL_INTERVAL = 0.90  # the interval: the total × exp(± z·sd of the log of the resampled totals), z of 90 %
+LEVEL_Z = 1.6449
 # customers per resample at most: a larger layer is resampled m out of n and the spread scaled by √(m/n)
 LEVEL_BOOTSTRAP_GROUPS = 100_000
 
@@ -89,6 +90,7 @@ def resampled_totals(runtime: ChurnRuntime, X: np.ndarray, retained: np.ndarray,
     √(m/n): the refits stay as cheap as at that size. None when resamples keep missing a class."""
     rng = np.random.default_rng(seed)
     kind = runtime.scorer["kind"]
+    raw = runtime.predict_raw(X) if kind != "linear" else None  # the booster is held fixed: its scores once
     largest = max(len(pd.unique(np.asarray(layers.calibration_groups))), len(pd.unique(np.asarray(layers.linear_groups))))
     share = min(1.0, LEVEL_BOOTSTRAP_GROUPS / max(largest, 1))
     buyers, spend = np.empty(replicates), np.empty(replicates)
@@ -104,10 +106,10 @@ def resampled_totals(runtime: ChurnRuntime, X: np.ndarray, retained: np.ndarray,
             if rows is None:
                 return None
             other.linear = layers.linear(rows)
-        retained_share = 1.0 - other.predict_proba(X)
+        retained_share = 1.0 - other.predict_proba(X, raw)
         buyers[b], spend[b] = retained_share.sum(), (retained_share * retained).sum()
     if share < 1.0:
-        point = 1.0 - runtime.predict_proba(X)
+        point = 1.0 - runtime.predict_proba(X, raw)
         for totals, own in ((buyers, point.sum()), (spend, (point * retained).sum())):
             totals[:] = own + (totals - own) * np.sqrt(share)
     return buyers, spend
@@ -121,9 +123,10 @@ def cutoff_levels(runtime: ChurnRuntime, latest: pd.DataFrame | None, layers: Le
     customers, the model's level is the validated one and a gap is mostly BG/NBD's own error; where scoring
     leaves them (`extrapolation`), no label checks the model's level, and the gap says how unsure it is.
 
-    With `layers` and `replicates` > 0, also `bootstrap`: the LEVEL_INTERVAL interval of both totals over
-    `resampled_totals`. It is the spread from the rows the calibration and regression were fitted on alone — a
-    floor under the totals' uncertainty, not a coverage promise: the booster's own variance and any bias of an
+    With `layers` and `replicates` > 0, also `bootstrap`: a LEVEL_INTERVAL interval of both totals, each total
+    × exp(± z · the standard deviation of log `resampled_totals`) (a normal interval: steadier than percentiles of
+    a few dozen resamples). It is the spread from the rows the calibration and regression were fitted on alone —
+    a floor under the totals' uncertainty, not a coverage promise: the booster's own variance and any bias of an
     extrapolation are left out. None without a value model (a customer table, or BTYD not fitted)."""
     value = runtime.value
     if latest is None or value is None or latest.empty or not set(runtime.feature_names) <= set(latest.columns):
@@ -140,8 +143,8 @@ def cutoff_levels(runtime: ChurnRuntime, latest: pd.DataFrame | None, layers: Le
     if layers is not None and replicates > 0:
         totals = resampled_totals(runtime, X, scores["value_if_retained"].to_numpy(), layers, replicates, seed)
         if totals is not None:
-            tails = [(1 - LEVEL_INTERVAL) / 2, (1 + LEVEL_INTERVAL) / 2]
-            out["bootstrap"] = {"replicates": int(replicates), "interval": LEVEL_INTERVAL,
-                                **{name: [float(q) for q in np.quantile(t, tails)]
-                                   for name, t in zip(("expected_buyers", "expected_spend"), totals)}}
+            out["bootstrap"] = {"replicates": int(replicates), "interval": LEVEL_INTERVAL}
+            for name, resampled in zip(("expected_buyers", "expected_spend"), totals):
+                spread = LEVEL_Z * float(np.std(np.log(np.maximum(resampled, 1e-300)), ddof=1))
+                out["bootstrap"][name] = [out[name] * float(np.exp(-spread)), out[name] * float(np.exp(spread))]
     return out

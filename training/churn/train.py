@@ -230,7 +230,8 @@ def _fit_holdout(data: ChurnData, encoder: FeatureEncoder, config: ChurnTrainCon
     layers = LevelLayers(
         lambda rows: fit_calibration(raw_valid[rows], tuning.X_valid[rows], names, tuning.y_valid[rows], config.stack,
                                      btyd, snapshots[rows])[0], data.valid.index.to_numpy(), tuning.y_valid,
-        lambda rows: fit_linear(linear_X[rows], linear_y[rows], encoder), linear_rows.index.to_numpy(), linear_y)
+        lambda rows: fit_linear(linear_X[rows], linear_y[rows], encoder, start=linear), linear_rows.index.to_numpy(),
+        linear_y)
     return Fitted(study, rounds, booster, calibration, linear, scorer, candidates, tuning.y_valid, p_valid,
                   raw_valid, data.valid, scheme, layers)
 
@@ -263,7 +264,7 @@ def _fit_cross_validated(data: ChurnData, encoder: FeatureEncoder, config: Churn
     layers = LevelLayers(
         lambda at: fit_calibration(raw_oof[at], X[at], names, y[at], config.stack, btyd,
                                    None if snapshots is None else snapshots[at])[0], groups, y,
-        lambda at: fit_linear(X[at], y[at], encoder), groups, y)
+        lambda at: fit_linear(X[at], y[at], encoder, start=linear), groups, y)
     return Fitted(study, rounds, booster, calibration, linear, scorer, candidates, y, p_valid, raw_oof, rows,
                   f"{CV_FOLDS}-fold cross-validation by customer on {len(y):,} rows (under {CV_MAX_ROWS:,}); "
                   f"out-of-fold calibration and choice; refit on all of them with {scaled} rounds", layers)
