@@ -37,3 +37,30 @@ def test_reproducibility_tags_name_commit_and_library_versions():
     assert tags["python_version"] == platform.python_version()
     assert tags["version.lightgbm"] == metadata.version("lightgbm")
     assert tags["version.mlflow"] == metadata.version("mlflow")
+
+
+def test_a_worker_that_loses_the_race_to_create_the_experiment_still_logs_into_it(tmp_path, monkeypatch):
+    # two workers start on a new experiment: the other one creates it between this one's lookup and its create, so
+    # MLflow's create fails with RESOURCE_ALREADY_EXISTS (forced here by hiding the first lookup; the store is real)
+    import mlflow
+    from mlflow.tracking._tracking_service.client import TrackingServiceClient
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.set_tracking_uri(uri)
+    existing = mlflow.MlflowClient().create_experiment("workers")  # by the other worker
+    lookup = TrackingServiceClient.get_experiment_by_name
+    calls = []
+
+    def first_lookup_misses(self, name):
+        calls.append(name)
+        return None if len(calls) == 1 else lookup(self, name)
+
+    monkeypatch.setattr(TrackingServiceClient, "get_experiment_by_name", first_lookup_misses)
+    monkeypatch.setattr(mlflow.tracking.fluent, "_active_experiment_id", None)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    TrackingSettings(tracking_uri=uri, experiment="workers").activate()
+    assert len(calls) >= 2  # the race path was taken
+    with mlflow.start_run() as run:
+        pass
+    assert run.info.experiment_id == existing != "0"

@@ -51,6 +51,10 @@ class TrackingSettings:
                 # workers creating the same new experiment at once: the store may refuse the second insert with
                 # an error MLflow does not read as "already exists"; by now it exists
                 experiment = mlflow.set_experiment(self.experiment)
+            # MLflow 3's set_experiment returns without making the experiment active when its create loses the race
+            # to another worker (RESOURCE_ALREADY_EXISTS): the runs would go to Default (seen in the PostgreSQL
+            # workers test). Setting it by id always makes it active.
+            experiment = mlflow.set_experiment(experiment_id=experiment.experiment_id)
         if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
             # MLflow 3's UI opens an experiment without this tag on its GenAI overview (traces, tokens)
             client = mlflow.MlflowClient()
