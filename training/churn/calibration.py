@@ -18,6 +18,7 @@ from training.value.model import point_in_time_fits
 # value beyond the training range alike, a logistic term on log1p(x) keeps ordering them.
 STACK_COLUMNS = ("recency_days", "frequency", "tenure_days")
 
+
 def fit_platt(raw: np.ndarray, y: np.ndarray) -> dict:
     """Platt scaling on the logit of the raw probability, fitted on validation rows."""
     model = LogisticRegression(C=1e6, max_iter=1000).fit(logit(raw).reshape(-1, 1), y.astype(int))
@@ -87,5 +88,3 @@ def fit_calibration(raw: np.ndarray, X: np.ndarray, feature_names: list[str], y:
         return calibration, apply_calibration(raw, calibration, terms)
     calibration = fit_platt(raw, y)
     return calibration, apply_calibration(raw, calibration)
-
-

@@ -82,15 +82,17 @@ def _both_classes(labels: np.ndarray, groups: np.ndarray, rng: np.random.Generat
 
 
 def resampled_totals(runtime: ChurnRuntime, X: np.ndarray, retained: np.ndarray, layers: LevelLayers,
-                     replicates: int, seed: int) -> tuple[np.ndarray, np.ndarray] | None:
+                     replicates: int, seed: int, raw: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
     """(expected buyers, expected spend) of the encoded customers `X` under `replicates` refits of the level layers
     the runtime's scorer uses, each on a bootstrap resample of its own rows (by customer), the booster and
     `value_if_retained` (`retained`) held fixed. Layers of more than LEVEL_BOOTSTRAP_GROUPS customers are
     resampled m out of n (the same share m/n for both), each total's departure from the runtime's own scaled by
-    √(m/n): the refits stay as cheap as at that size. None when resamples keep missing a class."""
+    √(m/n): the refits stay as cheap as at that size. `raw`: the booster's scores of X, when at hand. None when
+    resamples keep missing a class."""
     rng = np.random.default_rng(seed)
     kind = runtime.scorer["kind"]
-    raw = runtime.predict_raw(X) if kind != "linear" else None  # the booster is held fixed: its scores once
+    if raw is None and kind != "linear":
+        raw = runtime.predict_raw(X)  # the booster is held fixed: its scores once
     largest = max(len(pd.unique(np.asarray(layers.calibration_groups))), len(pd.unique(np.asarray(layers.linear_groups))))
     share = min(1.0, LEVEL_BOOTSTRAP_GROUPS / max(largest, 1))
     buyers, spend = np.empty(replicates), np.empty(replicates)
@@ -132,16 +134,18 @@ def cutoff_levels(runtime: ChurnRuntime, latest: pd.DataFrame | None, layers: Le
     if latest is None or value is None or latest.empty or not set(runtime.feature_names) <= set(latest.columns):
         return None
     X = runtime.encoder.transform(latest)
-    scores = runtime.score_array(X)
+    raw = runtime.predict_raw(X) if runtime.scorer["kind"] != "linear" else None  # once, for the resamples too
+    p = runtime.predict_proba(X, raw)
+    scores = runtime.values(X, p)
     rfm = rfm_from_columns(lambda name: X[:, runtime.feature_names.index(name)])
     horizon = float(value.horizon_days)
     out = {"customers": int(len(X)),
-           "expected_buyers": float((1.0 - scores["churn_probability"]).sum()),
+           "expected_buyers": float((1.0 - p).sum()),
            "expected_buyers_bgnbd": float(value.bgnbd.p_purchase(rfm.x, rfm.t_x, rfm.age, horizon).sum()),
            "expected_spend": float(scores["expected_spend"].sum()),
            "expected_spend_btyd": float(expected_spend(value.bgnbd, value.gamma_gamma, rfm, horizon).sum())}
     if layers is not None and replicates > 0:
-        totals = resampled_totals(runtime, X, scores["value_if_retained"].to_numpy(), layers, replicates, seed)
+        totals = resampled_totals(runtime, X, scores["value_if_retained"], layers, replicates, seed, raw)
         if totals is not None:
             out["bootstrap"] = {"replicates": int(replicates), "interval": LEVEL_INTERVAL}
             for name, resampled in zip(("expected_buyers", "expected_spend"), totals):

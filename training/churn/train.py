@@ -48,6 +48,7 @@ REGISTRY_METRIC = "test_auc"
 LABEL_RULES = {"transactions": "no purchase in the horizon after the cutoff day; features up to the end of that day/v1",
                "table": "the table's target column/v1"}
 
+
 @dataclass(frozen=True)
 class ChurnTrainConfig:
     """Tuning and registry settings of one training command (data settings live in ChurnData)."""
@@ -319,8 +320,10 @@ def train_churn(data: ChurnData, config: ChurnTrainConfig, settings: TrackingSet
         levels = cutoff_levels(runtime, data.latest_features, fitted.layers, config.level_bootstrap, config.seed)
         if levels:
             mlflow.log_metrics({f"cutoff_{k}": v for k, v in levels.items() if k not in ("customers", "bootstrap")})
-            for name, (low, high) in ((k, v) for k, v in levels.get("bootstrap", {}).items() if k.startswith("exp")):
-                mlflow.log_metrics({f"cutoff_{name}_low": low, f"cutoff_{name}_high": high})
+            if "bootstrap" in levels:
+                mlflow.log_metrics({f"cutoff_{name}_{end}": levels["bootstrap"][name][i]
+                                    for name in ("expected_buyers", "expected_spend")
+                                    for i, end in enumerate(("low", "high"))})
         # test rows are as of the newest labelled snapshot: BG/NBD's stack term with that snapshot's fit
         test_runtime = runtime if btyd is None or "btyd" not in calibration else runtime.with_calibration(
             {**calibration, "btyd": btyd.term_spec(btyd.by_snapshot[data.test[SNAPSHOT].max()])})
